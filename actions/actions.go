@@ -1,0 +1,332 @@
+package actions
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"alorules"
+)
+
+// MaxBody is how much of a response body a step keeps: enough for the
+// JSON that later steps read as steps.<id>.json, small enough to store
+// with every execution.
+const MaxBody = 64 << 10
+
+// DefaultTimeout bounds one attempt of a step when neither the step nor
+// the execution sets a timeout.
+const DefaultTimeout = 10 * time.Second
+
+// Result is what the target answered. Do fills it as far as the target
+// answered, also when it returns an error, so that a failed attempt still
+// records its status code and body.
+type Result struct {
+	Code int
+	// Body is the response body, at most MaxBody bytes.
+	Body []byte
+	// JSON is Body decoded, when Body is complete, valid JSON.
+	JSON any
+}
+
+// Env is what sending a step needs from its surroundings.
+type Env struct {
+	// Outbound holds the guarded HTTP clients; nil uses a shared default.
+	Outbound *Outbound
+	// UserAgent is sent with every request; "" means alorules/<Version>.
+	UserAgent string
+	// Now reads the clock for Retry-After dates; nil means time.Now.
+	Now func() time.Time
+}
+
+func (e Env) userAgent() string {
+	if e.UserAgent != "" {
+		return e.UserAgent
+	}
+	return "alorules/" + alorules.Version
+}
+
+func (e Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e Env) client(conn *Connection) *http.Client {
+	return e.Outbound.Client(conn != nil && conn.AllowPrivate)
+}
+
+// Do sends one rendered step and waits for the answer, within the step's
+// timeout. A failure is a *StepError that says whether to retry. No error
+// message contains the rule set's or the connection's secrets.
+func Do(ctx context.Context, req Request, env Env) (Result, error) {
+	timeout := StepTimeout(req, 0)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	var (
+		res Result
+		se  *StepError
+	)
+	if req.Spec == nil {
+		se = permanent(fmt.Errorf("%s: no spec", req.Kind))
+	} else if err := req.Spec.Validate(req.Conn); err != nil {
+		se = permanent(err)
+	} else {
+		switch req.Kind {
+		case KindHTTP:
+			res, se = doHTTP(ctx, timeout, req, env)
+		case KindSlack:
+			res, se = doSlack(ctx, timeout, req, env)
+		case KindALO:
+			res, se = doALO(ctx, timeout, req, env)
+		default:
+			se = permanent(fmt.Errorf("unknown step kind %q", req.Kind))
+		}
+	}
+	if se == nil {
+		return res, nil
+	}
+	se.Err = redactError(redactorFor(req), se.Err)
+	return res, se
+}
+
+// StepTimeout is the time one attempt of req may take: the step's own
+// "timeout:", else the request's (set by the renderer from the rule's
+// defaults), else fallback (the execution's), else DefaultTimeout.
+func StepTimeout(req Request, fallback time.Duration) time.Duration {
+	var s string
+	switch sp := req.Spec.(type) {
+	case *HTTP:
+		s = sp.Timeout
+	case *Slack:
+		s = sp.Timeout
+	case *ALO:
+		s = sp.Timeout
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d
+	}
+	switch {
+	case req.Timeout > 0:
+		return req.Timeout
+	case fallback > 0:
+		return fallback
+	}
+	return DefaultTimeout
+}
+
+// RedactedJSON is the rendered request as recorded in a StepResult: the
+// spec as JSON with the rule set's and the connection's secrets replaced.
+func (r Request) RedactedJSON() json.RawMessage {
+	b, err := json.Marshal(r.Spec)
+	if err != nil {
+		b, _ = json.Marshal(map[string]string{"error": "marshal request: " + err.Error()})
+	}
+	s := redactorFor(r)(string(b))
+	if !json.Valid([]byte(s)) {
+		// A secret straddling JSON escaping could leave the text invalid;
+		// a string is always valid.
+		b, _ = json.Marshal(s)
+		return b
+	}
+	return json.RawMessage(s)
+}
+
+// redactorFor returns a function that hides every secret req may carry:
+// the rule set's, the connection's, and the connection's credentials
+// (webhook URL, token, API key, credential-like headers) even if the
+// renderer did not list them.
+func redactorFor(req Request) func(string) string {
+	var extra []string
+	if c := req.Conn; c != nil {
+		extra = append(extra, c.Secrets...)
+		if c.Slack != nil {
+			extra = append(extra, c.Slack.Token.Reveal())
+			extra = append(extra, urlSecrets(c.Slack.WebhookURL.Reveal())...)
+		}
+		if c.ALO != nil {
+			extra = append(extra, c.ALO.APIKey.Reveal())
+		}
+		if c.HTTP != nil {
+			for k, v := range c.HTTP.Headers {
+				if credentialHeader(k) {
+					extra = append(extra, v)
+					if _, tok, ok := strings.Cut(v, " "); ok {
+						extra = append(extra, tok)
+					}
+				}
+			}
+		}
+	}
+	if h, ok := req.Spec.(*HTTP); ok {
+		for k, v := range h.Headers {
+			if credentialHeader(k) {
+				extra = append(extra, v)
+				if _, tok, ok := strings.Cut(v, " "); ok {
+					extra = append(extra, tok)
+				}
+			}
+		}
+	}
+	conn := alorules.Redactor{}
+	if req.Conn != nil {
+		conn = req.Conn.Redact
+	}
+	more := alorules.NewRedactor(extra...)
+	return func(s string) string {
+		return more.String(conn.String(req.Redact.String(s)))
+	}
+}
+
+// urlSecrets returns the spellings of a secret URL that may show up in
+// messages: as written, as net/url prints it, and its path (a Slack
+// webhook's secret is its path).
+func urlSecrets(raw string) []string {
+	if raw == "" {
+		return nil
+	}
+	out := []string{raw}
+	if u, err := url.Parse(raw); err == nil {
+		out = append(out, u.String())
+		if len(u.Path) > 8 {
+			out = append(out, u.Path, u.EscapedPath())
+		}
+		if u.RawQuery != "" {
+			out = append(out, u.RawQuery)
+		}
+	}
+	return out
+}
+
+// credentialHeader reports whether a header's value is likely a credential.
+func credentialHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"auth", "token", "key", "secret", "cookie", "signature", "password"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactError returns err with secrets hidden. It keeps err itself (and so
+// errors.As on it) only when its message holds no secret.
+func redactError(redact func(string) string, err error) error {
+	msg := err.Error()
+	if r := redact(msg); r != msg {
+		return errors.New(r)
+	}
+	return err
+}
+
+// unwrapURLError drops net/url's "Post \"https://...\":" prefix: the URL
+// may be a secret (a Slack webhook) and the step already says where it went.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// readBody reads at most MaxBody bytes of a response body and reports
+// whether there was more.
+func readBody(r io.Reader) (body []byte, truncated bool, err error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxBody+1))
+	if len(b) > MaxBody {
+		return b[:MaxBody], true, err
+	}
+	return b, false, err
+}
+
+// decodeJSON returns body decoded, or nil if it is not complete JSON.
+func decodeJSON(body []byte, truncated bool) any {
+	body = bytes.TrimSpace(body)
+	if truncated || len(body) == 0 || (body[0] != '{' && body[0] != '[') {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil
+	}
+	return v
+}
+
+// recorder is a RoundTripper for steps sent through third-party clients
+// (slack-go, the ALO client): it adds our headers to every request and keeps
+// the last response's status, headers and first MaxBody bytes, which those
+// clients do not always return.
+type recorder struct {
+	next    http.RoundTripper
+	headers map[string]string // set when the client did not set them
+
+	mu     sync.Mutex
+	code   int
+	header http.Header
+	body   *cappedBuffer
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for k, v := range r.headers {
+		if v != "" && req.Header.Get(k) == "" {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := r.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	buf := &cappedBuffer{}
+	r.mu.Lock()
+	r.code, r.header, r.body = resp.StatusCode, resp.Header, buf
+	r.mu.Unlock()
+	resp.Body = &teeBody{ReadCloser: resp.Body, w: buf}
+	return resp, nil
+}
+
+// last returns the last response seen; code 0 if none.
+func (r *recorder) last() (code int, h http.Header, body []byte, truncated bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.body == nil {
+		return r.code, r.header, nil, false
+	}
+	return r.code, r.header, r.body.Bytes(), r.body.truncated
+}
+
+type cappedBuffer struct {
+	bytes.Buffer
+	truncated bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if room := MaxBody - c.Len(); len(p) > room {
+		c.truncated = true
+		c.Buffer.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
+	return c.Buffer.Write(p)
+}
+
+type teeBody struct {
+	io.ReadCloser
+	w io.Writer
+}
+
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if n > 0 {
+		t.w.Write(p[:n])
+	}
+	return n, err
+}

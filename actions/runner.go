@@ -1,0 +1,446 @@
+package actions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"alorules"
+)
+
+// Runner defaults.
+const (
+	DefaultWorkers = 8
+	DefaultGrace   = 30 * time.Second
+	// maxIdle bounds the scheduler's sleep so that a clock jump or a
+	// missed notification delays work by at most this much.
+	maxIdle = time.Minute
+	// storeBackoff is the pause after the store failed to list or claim.
+	storeBackoff = time.Second
+)
+
+// Store is the part of the store the runner uses; *store.Store satisfies
+// it. Executions are durable jobs: every change of status is written
+// before the runner acts on it.
+type Store interface {
+	// DueExecutions returns up to limit queued or retrying executions
+	// whose NextAttemptAt is not after now, oldest due first.
+	DueExecutions(ctx context.Context, now time.Time, limit int) ([]*alorules.Execution, error)
+	// NextDue returns the earliest NextAttemptAt among queued and
+	// retrying executions; false if there are none.
+	NextDue(ctx context.Context) (time.Time, bool, error)
+	// UpdateExecution writes ex durably.
+	UpdateExecution(ctx context.Context, ex *alorules.Execution) error
+	// ResetRunning turns executions left running by a crash back into
+	// queued ones.
+	ResetRunning(ctx context.Context) (int, error)
+	// Execution reads one execution (alorules.ErrNotFound if unknown).
+	Execution(ctx context.Context, id string) (*alorules.Execution, error)
+}
+
+// Renderer renders step index of an execution at run time, with the
+// results of the earlier steps in its environment. The engine implements
+// it.
+type Renderer interface {
+	RenderStep(ctx context.Context, ex *alorules.Execution, index int) (Request, error)
+}
+
+// RunnerConfig configures a Runner. Store and Renderer are required.
+type RunnerConfig struct {
+	Store    Store
+	Renderer Renderer
+	// Workers bounds the executions in flight; default DefaultWorkers.
+	Workers int
+	Logger  *slog.Logger
+	// Now is the clock for scheduling (due times, retry delays);
+	// default time.Now. Durations of attempts are measured on the real
+	// clock.
+	Now func() time.Time
+	// UserAgent is sent with every request; "" means alorules/<Version>.
+	UserAgent string
+	// Outbound holds the guarded HTTP clients; nil uses a shared default.
+	Outbound *Outbound
+	// Grace bounds how long Run waits for in-flight steps once its
+	// context is done; after it, they are cancelled and their executions
+	// queued again. Default DefaultGrace.
+	Grace time.Duration
+	// OnStep, if set, is called after every attempt of a step with the
+	// execution as persisted and the step's result (for metrics).
+	OnStep func(ex *alorules.Execution, step alorules.StepResult)
+}
+
+// Runner runs due executions with a bounded pool of workers. Each
+// execution's steps run in order; a failed attempt that may succeed later
+// puts the execution back in the store's queue with its NextAttemptAt, so
+// the schedule survives a restart. Delivery is at least once: a step
+// interrupted by a crash runs again, with the same idempotency key.
+type Runner struct {
+	cfg    RunnerConfig
+	log    *slog.Logger
+	env    Env
+	notify chan struct{}
+	retry  sync.Mutex // serialises Retry calls
+}
+
+// NewRunner returns a runner; call Run to start it.
+func NewRunner(cfg RunnerConfig) *Runner {
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Runner{
+		cfg:    cfg,
+		log:    log,
+		env:    Env{Outbound: cfg.Outbound, UserAgent: cfg.UserAgent, Now: cfg.Now},
+		notify: make(chan struct{}, 1),
+	}
+}
+
+// Notify wakes the scheduler to look for due executions, for instance
+// after new ones were stored. It never blocks; notifications coalesce.
+func (r *Runner) Notify() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Run first returns executions left running by a crash to the queue, then
+// runs due executions until ctx is done. It then stops claiming work, waits
+// up to the grace period for executions in flight, cancels what is still
+// running (those executions are queued again) and returns. It returns an
+// error only if it could not start.
+func (r *Runner) Run(ctx context.Context) error {
+	n, err := r.cfg.Store.ResetRunning(ctx)
+	if err != nil {
+		return fmt.Errorf("reset running executions: %w", err)
+	}
+	if n > 0 {
+		r.log.Info("requeued executions interrupted by a stop", "count", n)
+	}
+
+	// Work outlives ctx by the grace period, so it gets its own context.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var wg sync.WaitGroup
+	finished := make(chan string, r.cfg.Workers)
+	inflight := map[string]bool{}
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		wait := maxIdle
+		if free := r.cfg.Workers - len(inflight); free > 0 {
+			wait = r.schedule(ctx, free, inflight, func(ex *alorules.Execution) {
+				wg.Go(func() {
+					defer func() { finished <- ex.ID }()
+					r.execute(work, ex)
+				})
+			})
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+		case id := <-finished:
+			delete(inflight, id)
+		case <-r.notify:
+		case <-timer.C:
+		}
+	}
+
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	if len(inflight) > 0 {
+		r.log.Info("draining executions in flight", "count", len(inflight), "grace", r.cfg.Grace)
+	}
+	select {
+	case <-drained:
+	case <-time.After(r.cfg.Grace):
+		r.log.Warn("grace period over, interrupting executions in flight")
+		cancelWork()
+		<-drained
+	}
+	return nil
+}
+
+// schedule claims up to free due executions, starts each with start, and
+// returns how long to sleep before looking again (at most maxIdle).
+func (r *Runner) schedule(ctx context.Context, free int, inflight map[string]bool, start func(*alorules.Execution)) time.Duration {
+	now := r.cfg.Now()
+	due, err := r.cfg.Store.DueExecutions(ctx, now, free)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Error("list due executions", "err", err)
+		}
+		return storeBackoff
+	}
+	failed := false
+	for _, ex := range due {
+		if inflight[ex.ID] || ex.Status.Final() || ex.Status == alorules.StatusRunning {
+			continue
+		}
+		// The claim is durable before a worker sees the execution, so
+		// the store never offers it again while it runs.
+		ex.Status = alorules.StatusRunning
+		ex.UpdatedAt = now
+		if err := r.cfg.Store.UpdateExecution(ctx, ex); err != nil {
+			if ctx.Err() == nil {
+				r.log.Error("claim execution", "execution_id", ex.ID, "event_id", ex.EventID, "rule", ex.Rule, "err", err)
+			}
+			failed = true
+			continue
+		}
+		inflight[ex.ID] = true
+		start(ex)
+	}
+	switch {
+	case failed:
+		return storeBackoff
+	case len(due) >= free:
+		// Possibly more due: look again as soon as a worker is free
+		// (the free-slot check in Run waits for that).
+		return 0
+	}
+	next, ok, err := r.cfg.Store.NextDue(ctx)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			r.log.Error("next due execution", "err", err)
+		}
+		return storeBackoff
+	case !ok:
+		return maxIdle
+	}
+	return min(max(next.Sub(r.cfg.Now()), 0), maxIdle)
+}
+
+// outcome of one attempt of a step.
+type outcome int
+
+const (
+	stepSucceeded   outcome = iota
+	stepFailed              // final failure
+	stepRetrying            // wait in the queue, then try again
+	stepInterrupted         // shutdown cut the attempt short; not counted
+)
+
+// execute runs ex's unfinished steps in order until one must wait or
+// fails. Steps that succeeded, or failed with continue_on_error, are done
+// and skipped: that is how an execution resumes after a retry delay, a
+// restart, or Runner.Retry.
+func (r *Runner) execute(ctx context.Context, ex *alorules.Execution) {
+	log := r.log.With("execution_id", ex.ID, "event_id", ex.EventID, "rule", ex.Rule)
+	if len(ex.Steps) == 0 {
+		// The engine creates one StepResult per step; none means a bug
+		// upstream, which must not pass for success.
+		r.finish(ctx, log, ex, alorules.StatusFailed, "execution has no steps", -1)
+		return
+	}
+	last := -1 // the step attempted last, reported with the final write
+	for i := range ex.Steps {
+		st := &ex.Steps[i]
+		if st.Status == alorules.StatusSucceeded || st.Status == alorules.StatusFailed {
+			continue
+		}
+		if st.Status == alorules.StatusRunning && st.Attempts > 0 {
+			// A crash interrupted this attempt: nobody knows whether it
+			// was delivered, so it is made again without being counted.
+			st.Attempts--
+		}
+		out, delay := r.attempt(ctx, log, ex, i)
+		last = i
+		switch out {
+		case stepSucceeded:
+		case stepFailed:
+			if !st.ContinueOnError {
+				r.finish(ctx, log, ex, alorules.StatusFailed, "step "+stepLabel(*st)+": "+st.Error, i)
+				return
+			}
+		case stepRetrying:
+			ex.Status = alorules.StatusRetrying
+			ex.NextAttemptAt = r.cfg.Now().Add(delay)
+			ex.Error = "step " + stepLabel(*st) + ": " + st.Error
+			r.persist(ctx, log, ex, i)
+			return
+		case stepInterrupted:
+			ex.Status = alorules.StatusQueued
+			ex.NextAttemptAt = r.cfg.Now()
+			r.persist(ctx, log, ex, i)
+			return
+		}
+		if i < len(ex.Steps)-1 {
+			// Durable after the attempt, not only before the next one: a
+			// crash in between must not send this step again.
+			r.persist(ctx, log, ex, i)
+			last = -1
+		}
+	}
+	r.finish(ctx, log, ex, alorules.StatusSucceeded, "", last)
+}
+
+// finish ends the execution with a final status; step is the step whose
+// attempt this write also records, or -1.
+func (r *Runner) finish(ctx context.Context, log *slog.Logger, ex *alorules.Execution, status alorules.Status, msg string, step int) {
+	ex.Status = status
+	ex.Error = msg
+	ex.NextAttemptAt = time.Time{}
+	r.persist(ctx, log, ex, step)
+	if status == alorules.StatusFailed {
+		log.Warn("execution failed", "err", msg)
+	} else {
+		log.Info("execution succeeded")
+	}
+}
+
+// persist writes ex and reports the attempt of step i (if i >= 0) to
+// OnStep. It writes even when ctx was cancelled by the end of the grace
+// period: recording how far the execution got is what makes it resumable.
+func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) {
+	ex.UpdatedAt = r.cfg.Now()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.cfg.Store.UpdateExecution(wctx, ex); err != nil {
+		// The execution stays "running" in the store; ResetRunning at the
+		// next start queues it again.
+		log.Error("save execution", "status", ex.Status, "err", err)
+	}
+	if i >= 0 && r.cfg.OnStep != nil {
+		r.cfg.OnStep(ex, ex.Steps[i])
+	}
+}
+
+// attempt makes one attempt of step i: durable "running" first, then
+// render, send and record. It returns the outcome and, for stepRetrying,
+// the delay before the next attempt.
+func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) (outcome, time.Duration) {
+	st := &ex.Steps[i]
+	st.Status = alorules.StatusRunning
+	st.Attempts++
+	st.StartedAt = r.cfg.Now()
+	st.Duration, st.Code, st.Body, st.Error = 0, 0, "", ""
+	ex.UpdatedAt = st.StartedAt
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	err := r.cfg.Store.UpdateExecution(wctx, ex)
+	cancel()
+	if err != nil {
+		log.Error("save execution", "status", ex.Status, "err", err)
+	}
+	start := time.Now()
+	log = log.With("step", i, "attempt", st.Attempts)
+
+	req, err := r.cfg.Renderer.RenderStep(ctx, ex, i)
+	if err != nil {
+		if ctx.Err() != nil {
+			return r.interrupted(st), 0
+		}
+		st.Duration = time.Since(start)
+		st.Status = alorules.StatusFailed
+		st.Error = "render: " + err.Error()
+		log.Warn("step failed", "kind", st.Kind, "err", st.Error)
+		return stepFailed, 0
+	}
+	redact := redactorFor(req)
+	st.Request = req.RedactedJSON()
+	if req.Timeout <= 0 {
+		req.Timeout = StepTimeout(req, ex.Timeout)
+	}
+
+	res, err := Do(ctx, req, r.env)
+	st.Duration = time.Since(start)
+	if ctx.Err() != nil {
+		return r.interrupted(st), 0
+	}
+	st.Code = res.Code
+	st.Body = redact(string(res.Body))
+	if err == nil {
+		st.Status = alorules.StatusSucceeded
+		log.Info("step succeeded", "kind", req.Kind, "code", st.Code, "duration", st.Duration)
+		return stepSucceeded, 0
+	}
+	var se *StepError
+	if !errors.As(err, &se) {
+		se = permanent(err)
+	}
+	st.Error = redact(se.Error())
+	attempts := max(ex.Retry.Attempts, 1)
+	if se.Retryable && st.Attempts < attempts {
+		st.Status = alorules.StatusRetrying
+		delay := Delay(ex.Retry, st.Attempts, se.RetryAfter)
+		log.Info("step will retry", "kind", req.Kind, "code", st.Code, "duration", st.Duration, "delay", delay, "err", st.Error)
+		return stepRetrying, delay
+	}
+	st.Status = alorules.StatusFailed
+	log.Warn("step failed", "kind", req.Kind, "code", st.Code, "duration", st.Duration, "err", st.Error)
+	return stepFailed, 0
+}
+
+// interrupted records an attempt cut short by shutdown: the step is queued
+// again and the attempt does not count against the retry policy.
+func (r *Runner) interrupted(st *alorules.StepResult) outcome {
+	st.Status = alorules.StatusQueued
+	st.Attempts = max(st.Attempts-1, 0)
+	st.Error = "interrupted by shutdown"
+	return stepInterrupted
+}
+
+// stepLabel names a step in messages: its id, else its position.
+func stepLabel(st alorules.StepResult) string {
+	if st.ID != "" {
+		return st.ID
+	}
+	return strconv.Itoa(st.Index)
+}
+
+// Retry makes a failed execution run again from its first failed step:
+// every failed step is reset (attempts, result) and queued, steps that
+// succeeded are kept and not sent again, and the execution is due now.
+// It returns alorules.ErrConflict if the execution is not failed.
+func (r *Runner) Retry(ctx context.Context, id string) (*alorules.Execution, error) {
+	r.retry.Lock()
+	defer r.retry.Unlock()
+	ex, err := r.cfg.Store.Execution(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("retry execution %s: %w", id, err)
+	}
+	if ex.Status != alorules.StatusFailed {
+		return nil, fmt.Errorf("retry execution %s: status is %s, not failed: %w", id, ex.Status, alorules.ErrConflict)
+	}
+	for i := range ex.Steps {
+		st := &ex.Steps[i]
+		if st.Status == alorules.StatusSucceeded {
+			continue
+		}
+		*st = alorules.StepResult{Index: st.Index, ID: st.ID, Kind: st.Kind,
+			ContinueOnError: st.ContinueOnError, Status: alorules.StatusQueued}
+	}
+	now := r.cfg.Now()
+	ex.Status = alorules.StatusQueued
+	ex.Error = ""
+	ex.NextAttemptAt = now
+	ex.UpdatedAt = now
+	if err := r.cfg.Store.UpdateExecution(ctx, ex); err != nil {
+		return nil, fmt.Errorf("retry execution %s: %w", id, err)
+	}
+	r.Notify()
+	return ex, nil
+}

@@ -1,0 +1,457 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"alorules"
+)
+
+// received is one request as a test target saw it.
+type received struct {
+	Method, Path, RawQuery string
+	Header                 http.Header
+	Body                   string
+}
+
+// target is an httptest server that records requests and answers with
+// handler (200 "{}" if nil).
+type target struct {
+	*httptest.Server
+	mu      sync.Mutex
+	reqs    []received
+	handler func(w http.ResponseWriter, r *http.Request, n int)
+}
+
+func newTarget(t *testing.T, handler func(w http.ResponseWriter, r *http.Request, n int)) *target {
+	t.Helper()
+	tg := &target{handler: handler}
+	tg.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		tg.mu.Lock()
+		tg.reqs = append(tg.reqs, received{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)})
+		n := len(tg.reqs)
+		tg.mu.Unlock()
+		if tg.handler == nil {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, "{}")
+			return
+		}
+		tg.handler(w, r, n)
+	}))
+	t.Cleanup(tg.Close)
+	return tg
+}
+
+func (tg *target) requests() []received {
+	tg.mu.Lock()
+	defer tg.mu.Unlock()
+	return append([]received(nil), tg.reqs...)
+}
+
+func (tg *target) only(t *testing.T) received {
+	t.Helper()
+	rs := tg.requests()
+	if len(rs) != 1 {
+		t.Fatalf("target got %d requests, want 1", len(rs))
+	}
+	return rs[0]
+}
+
+func httpConn(base string) *Connection {
+	return &Connection{Name: "target", AllowPrivate: true, HTTP: &HTTPConn{BaseURL: base}}
+}
+
+func slackWebhookConn(base string) *Connection {
+	return &Connection{Name: "slack", AllowPrivate: true, Slack: &SlackConn{WebhookURL: alorules.Secret(base + "/services/T000/B000/XXXXsecretXXXX")}}
+}
+
+func slackBotConn(base string) *Connection {
+	return &Connection{Name: "slack", AllowPrivate: true, Slack: &SlackConn{Token: "xoxb-123-secret-token", Channel: "#ops", APIURL: base + "/api"}}
+}
+
+func aloConn(base string) *Connection {
+	return &Connection{Name: "alo", AllowPrivate: true, ALO: &ALOConn{APIKey: "alo-key-secret-123", BaseURL: base + "/v1"}}
+}
+
+func request(kind string, spec Spec, conn *Connection) Request {
+	return Request{
+		ExecutionID: "ex1", Rule: "r", Index: 0, Kind: kind, Spec: spec, Conn: conn,
+		IdempotencyKey: "ev1:r:0", Timeout: 2 * time.Second,
+	}
+}
+
+func stepErr(t *testing.T, err error) *StepError {
+	t.Helper()
+	var se *StepError
+	if !errors.As(err, &se) {
+		t.Fatalf("got error %T %v, want *StepError", err, err)
+	}
+	return se
+}
+
+var userAgent = "alorules/" + alorules.Version
+
+func TestHTTPStep(t *testing.T) {
+	tests := []struct {
+		name       string
+		spec       *HTTP
+		connHdr    map[string]string
+		wantMethod string
+		wantPath   string
+		wantQuery  url.Values
+		wantBody   string
+		wantHeader map[string]string
+	}{
+		{
+			name:       "json body defaults to POST",
+			spec:       &HTTP{Connection: "target", Path: "/api/issues", JSON: map[string]any{"title": "Urgent <b>", "n": 2}},
+			connHdr:    map[string]string{"Authorization": "Bearer tok"},
+			wantMethod: "POST", wantPath: "/api/issues", wantBody: `{"n":2,"title":"Urgent <b>"}`,
+			wantHeader: map[string]string{"Content-Type": "application/json", "Authorization": "Bearer tok"},
+		},
+		{
+			name:       "no body defaults to GET with query",
+			spec:       &HTTP{Connection: "target", Path: "search", Query: map[string]string{"q": "a b&c", "n": "1"}},
+			wantMethod: "GET", wantPath: "/search", wantQuery: url.Values{"q": {"a b&c"}, "n": {"1"}},
+		},
+		{
+			name:       "raw body and explicit method and headers",
+			spec:       &HTTP{Connection: "target", Path: "/x", Method: "put", Body: "plain text", Headers: map[string]string{"Content-Type": "text/plain", "X-Extra": "1"}},
+			connHdr:    map[string]string{"X-Extra": "from-conn", "X-Conn": "c"},
+			wantMethod: "PUT", wantPath: "/x", wantBody: "plain text",
+			wantHeader: map[string]string{"Content-Type": "text/plain", "X-Extra": "1", "X-Conn": "c"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				w.WriteHeader(http.StatusCreated)
+				io.WriteString(w, `{"id":"T-1","n":3}`)
+			})
+			conn := httpConn(tg.URL)
+			conn.HTTP.Headers = tt.connHdr
+			res, err := Do(context.Background(), request(KindHTTP, tt.spec, conn), Env{})
+			if err != nil {
+				t.Fatalf("Do: %v", err)
+			}
+			got := tg.only(t)
+			if got.Method != tt.wantMethod || got.Path != tt.wantPath || got.Body != tt.wantBody {
+				t.Errorf("got %s %s %q, want %s %s %q", got.Method, got.Path, got.Body, tt.wantMethod, tt.wantPath, tt.wantBody)
+			}
+			if tt.wantQuery != nil {
+				if q, _ := url.ParseQuery(got.RawQuery); q.Encode() != tt.wantQuery.Encode() {
+					t.Errorf("got query %q, want %q", q.Encode(), tt.wantQuery.Encode())
+				}
+			}
+			want := map[string]string{"User-Agent": userAgent, "Idempotency-Key": "ev1:r:0"}
+			for k, v := range tt.wantHeader {
+				want[k] = v
+			}
+			for k, v := range want {
+				if g := got.Header.Get(k); g != v {
+					t.Errorf("got header %s %q, want %q", k, g, v)
+				}
+			}
+			if res.Code != 201 || string(res.Body) != `{"id":"T-1","n":3}` {
+				t.Errorf("got result %d %q, want 201 and the body", res.Code, res.Body)
+			}
+			if m, _ := res.JSON.(map[string]any); m["id"] != "T-1" {
+				t.Errorf("got JSON %v, want id T-1", res.JSON)
+			}
+		})
+	}
+}
+
+func TestHTTPStepFullURLAndExpect(t *testing.T) {
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "gone")
+	})
+	// A full url without a connection is strict: the test reaches the
+	// loopback server only through the one-address hook.
+	env := Env{Outbound: newOutbound(guard{allow: addrPort(t, tg.URL)})}
+	spec := &HTTP{URL: tg.URL + "/hook?a=1", Expect: []int{404}}
+	res, err := Do(context.Background(), request(KindHTTP, spec, nil), env)
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if got := tg.only(t); got.Method != "GET" || got.Path != "/hook" || got.RawQuery != "a=1" {
+		t.Errorf("got %s %s?%s, want GET /hook?a=1", got.Method, got.Path, got.RawQuery)
+	}
+	if res.Code != 404 || res.JSON != nil {
+		t.Errorf("got %d %v, want 404 and no JSON", res.Code, res.JSON)
+	}
+
+	// Expecting 201 makes a 404 a permanent failure that names the body.
+	spec.Expect = []int{201}
+	_, err = Do(context.Background(), request(KindHTTP, spec, nil), env)
+	se := stepErr(t, err)
+	if se.Retryable || !strings.Contains(se.Error(), "unexpected status 404 Not Found: gone") {
+		t.Errorf("got %v (retryable %v), want permanent unexpected status with body", se, se.Retryable)
+	}
+}
+
+func TestHTTPStepBodyCap(t *testing.T) {
+	big := strings.Repeat("x", MaxBody+100)
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) { io.WriteString(w, `["`+big+`"]`) })
+	res, err := Do(context.Background(), request(KindHTTP, &HTTP{Connection: "t"}, httpConn(tg.URL)), Env{})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if len(res.Body) != MaxBody || res.JSON != nil {
+		t.Errorf("got body of %d bytes and JSON %T, want %d and none", len(res.Body), res.JSON, MaxBody)
+	}
+}
+
+func TestSlackWebhookStep(t *testing.T) {
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) { io.WriteString(w, "ok") })
+	spec := &Slack{Connection: "slack", Text: "Urgent: <https://x|open> & more", ThreadTS: "123.456",
+		Blocks: []any{map[string]any{"type": "section", "text": map[string]any{"type": "mrkdwn", "text": "*hi*"}}}}
+	res, err := Do(context.Background(), request(KindSlack, spec, slackWebhookConn(tg.URL)), Env{})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	got := tg.only(t)
+	if got.Method != "POST" || got.Path != "/services/T000/B000/XXXXsecretXXXX" {
+		t.Errorf("got %s %s, want POST to the webhook path", got.Method, got.Path)
+	}
+	if got.Header.Get("User-Agent") != userAgent || got.Header.Get("Idempotency-Key") != "ev1:r:0" {
+		t.Errorf("got User-Agent %q Idempotency-Key %q, want %q and ev1:r:0", got.Header.Get("User-Agent"), got.Header.Get("Idempotency-Key"), userAgent)
+	}
+	var msg struct {
+		Text     string           `json:"text"`
+		ThreadTS string           `json:"thread_ts"`
+		Blocks   []map[string]any `json:"blocks"`
+	}
+	if err := json.Unmarshal([]byte(got.Body), &msg); err != nil {
+		t.Fatalf("webhook body %q: %v", got.Body, err)
+	}
+	if msg.Text != spec.Text || msg.ThreadTS != "123.456" || len(msg.Blocks) != 1 || msg.Blocks[0]["type"] != "section" {
+		t.Errorf("got message %+v, want text, thread_ts and one section block", msg)
+	}
+	if res.Code != 200 || string(res.Body) != "ok" {
+		t.Errorf("got result %d %q, want 200 ok", res.Code, res.Body)
+	}
+}
+
+func TestSlackBotStep(t *testing.T) {
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true,"channel":"C1","ts":"1700000000.000100","message":{"text":"hi"}}`)
+	})
+	spec := &Slack{Connection: "slack", Text: "hi", Channel: "#override",
+		Blocks: []any{map[string]any{"type": "divider"}}}
+	res, err := Do(context.Background(), request(KindSlack, spec, slackBotConn(tg.URL)), Env{})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	got := tg.only(t)
+	form, _ := url.ParseQuery(got.Body)
+	if got.Path != "/api/chat.postMessage" || form.Get("channel") != "#override" || form.Get("text") != "hi" ||
+		form.Get("token") != "xoxb-123-secret-token" || form.Get("blocks") != `[{"type":"divider"}]` {
+		t.Errorf("got %s %v, want chat.postMessage with channel, text, token and blocks", got.Path, form)
+	}
+	if got.Header.Get("User-Agent") != userAgent || got.Header.Get("Idempotency-Key") != "ev1:r:0" {
+		t.Errorf("got User-Agent %q Idempotency-Key %q", got.Header.Get("User-Agent"), got.Header.Get("Idempotency-Key"))
+	}
+	if m, _ := res.JSON.(map[string]any); m["ts"] != "1700000000.000100" {
+		t.Errorf("got JSON %v, want Slack's ts", res.JSON)
+	}
+
+	// Without a channel in the step, the connection's is used.
+	spec.Channel = ""
+	if _, err := Do(context.Background(), request(KindSlack, spec, slackBotConn(tg.URL)), Env{}); err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if form, _ := url.ParseQuery(tg.requests()[1].Body); form.Get("channel") != "#ops" {
+		t.Errorf("got channel %q, want the connection's #ops", form.Get("channel"))
+	}
+}
+
+func TestSlackErrors(t *testing.T) {
+	tests := []struct {
+		name          string
+		bot           bool
+		status        int
+		header        map[string]string
+		body          string
+		wantErr       string
+		wantRetry     bool
+		wantRetryWait time.Duration
+	}{
+		{name: "ok false", bot: true, status: 200, body: `{"ok":false,"error":"channel_not_found"}`, wantErr: "slack: channel_not_found"},
+		{name: "ok false rate limited", bot: true, status: 200, body: `{"ok":false,"error":"ratelimited"}`, wantErr: "slack: ratelimited", wantRetry: true},
+		{name: "bot 429 retry after", bot: true, status: 429, header: map[string]string{"Retry-After": "30"}, body: `{"ok":false,"error":"ratelimited"}`,
+			wantErr: "slack: rate limited, retry after 30s", wantRetry: true, wantRetryWait: 30 * time.Second},
+		{name: "webhook 429 retry after", status: 429, header: map[string]string{"Retry-After": "7"}, wantErr: "rate limited", wantRetry: true, wantRetryWait: 7 * time.Second},
+		{name: "webhook 429 retry after date", status: 429, header: map[string]string{"Retry-After": time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)},
+			wantErr: "slack: HTTP 429", wantRetry: true, wantRetryWait: 89 * time.Second},
+		{name: "webhook error code", status: 404, body: "channel_not_found", wantErr: "slack: channel_not_found (HTTP 404)"},
+		{name: "webhook no_text", status: 400, body: "no_text", wantErr: "slack: no_text (HTTP 400)"},
+		{name: "webhook 503", status: 503, body: "<html>down</html>", wantErr: "slack: HTTP 503 Service Unavailable", wantRetry: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				for k, v := range tt.header {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			})
+			conn := slackWebhookConn(tg.URL)
+			if tt.bot {
+				conn = slackBotConn(tg.URL)
+			}
+			_, err := Do(context.Background(), request(KindSlack, &Slack{Connection: "slack", Text: "hi"}, conn), Env{})
+			se := stepErr(t, err)
+			if !strings.Contains(se.Error(), tt.wantErr) || se.Retryable != tt.wantRetry {
+				t.Errorf("got %q retryable %v, want %q retryable %v", se.Error(), se.Retryable, tt.wantErr, tt.wantRetry)
+			}
+			if tt.wantRetryWait > 0 && (se.RetryAfter < tt.wantRetryWait || se.RetryAfter > tt.wantRetryWait+2*time.Second) {
+				t.Errorf("got RetryAfter %s, want about %s", se.RetryAfter, tt.wantRetryWait)
+			}
+		})
+	}
+}
+
+func TestALOStep(t *testing.T) {
+	tests := []struct {
+		name      string
+		spec      *ALO
+		wantReq   string // method and path
+		wantQuery string
+		wantBody  map[string]any
+	}{
+		{
+			name:     "post_message",
+			spec:     &ALO{Connection: "alo", PostMessage: &ALOMessage{ChannelID: "chat.team.1", Content: "Ticket T-1 opened", UserID: "u1"}},
+			wantReq:  "PUT /v1/channels/chat.team.1/chat_messages",
+			wantBody: map[string]any{"content": "Ticket T-1 opened", "user_id": "u1"},
+		},
+		{
+			name:     "post_direct_message",
+			spec:     &ALO{Connection: "alo", PostDirectMessage: &ALOMessage{ChannelID: "chat.groupdm.2", Content: "hi", TersePushNotification: true}},
+			wantReq:  "PUT /v1/direct_message_channels/chat.groupdm.2/chat_messages",
+			wantBody: map[string]any{"content": "hi", "terse_push_notification": true},
+		},
+		{
+			name:     "request",
+			spec:     &ALO{Connection: "alo", Request: &ALORequest{Method: "post", Path: "/channels", JSON: map[string]any{"name": "ops"}}},
+			wantReq:  "POST /v1/channels",
+			wantBody: map[string]any{"name": "ops"},
+		},
+		{
+			name:      "request GET with query",
+			spec:      &ALO{Connection: "alo", Request: &ALORequest{Path: "/users", Query: map[string]string{"per_page": "100"}}},
+			wantReq:   "GET /v1/users",
+			wantQuery: "per_page=100",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) { io.WriteString(w, `{"id":"m-1"}`) })
+			res, err := Do(context.Background(), request(KindALO, tt.spec, aloConn(tg.URL)), Env{})
+			if err != nil {
+				t.Fatalf("Do: %v", err)
+			}
+			got := tg.only(t)
+			if g := got.Method + " " + got.Path; g != tt.wantReq || got.RawQuery != tt.wantQuery {
+				t.Errorf("got %s?%s, want %s?%s", g, got.RawQuery, tt.wantReq, tt.wantQuery)
+			}
+			for k, want := range map[string]string{"Authorization": "Bearer alo-key-secret-123", "User-Agent": userAgent, "Idempotency-Key": "ev1:r:0"} {
+				if g := got.Header.Get(k); g != want {
+					t.Errorf("got %s %q, want %q", k, g, want)
+				}
+			}
+			if tt.wantBody != nil {
+				var body map[string]any
+				if err := json.Unmarshal([]byte(got.Body), &body); err != nil {
+					t.Fatalf("body %q: %v", got.Body, err)
+				}
+				gb, _ := json.Marshal(body)
+				wb, _ := json.Marshal(tt.wantBody)
+				if string(gb) != string(wb) {
+					t.Errorf("got body %s, want %s", gb, wb)
+				}
+			}
+			if m, _ := res.JSON.(map[string]any); res.Code != 200 || m["id"] != "m-1" {
+				t.Errorf("got %d %v, want 200 with id m-1", res.Code, res.JSON)
+			}
+		})
+	}
+}
+
+func TestALOErrors(t *testing.T) {
+	tests := []struct {
+		name      string
+		status    int
+		body      string
+		wantErr   string
+		wantRetry bool
+	}{
+		{"message string", 422, `{"status":422,"message":"Validation failed: Name has already been taken"}`,
+			"alo: alo api: status 422: Validation failed: Name has already been taken", false},
+		{"message object", 422, `{"status":422,"message":{"error":"Invalid Channel User","invalid_user_id":"bogus-id"}}`,
+			"alo: alo api: status 422: Invalid Channel User (invalid_user_id: bogus-id)", false},
+		{"server error", 502, `<html>bad gateway</html>`, "alo: alo api: status 502", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			})
+			spec := &ALO{Connection: "alo", PostMessage: &ALOMessage{ChannelID: "c", Content: "x"}}
+			res, err := Do(context.Background(), request(KindALO, spec, aloConn(tg.URL)), Env{})
+			se := stepErr(t, err)
+			if !strings.HasPrefix(se.Error(), tt.wantErr) || se.Retryable != tt.wantRetry {
+				t.Errorf("got %q retryable %v, want %q retryable %v", se.Error(), se.Retryable, tt.wantErr, tt.wantRetry)
+			}
+			if res.Code != tt.status || string(res.Body) != tt.body {
+				t.Errorf("got result %d %q, want %d and the body", res.Code, res.Body, tt.status)
+			}
+		})
+	}
+
+	// A path that leaves the API is refused before sending, for good.
+	spec := &ALO{Connection: "alo", Request: &ALORequest{Path: "https://evil.example/x"}}
+	_, err := Do(context.Background(), request(KindALO, spec, aloConn("http://127.0.0.1:1")), Env{})
+	if se := stepErr(t, err); se.Retryable {
+		t.Errorf("got retryable %v, want a permanent failure", se)
+	}
+}
+
+func TestDoRejectsInvalidSpecs(t *testing.T) {
+	tests := []struct {
+		name string
+		req  Request
+		want string
+	}{
+		{"unknown kind", Request{Kind: "fax", Spec: &HTTP{URL: "http://x"}}, `unknown step kind "fax"`},
+		{"no spec", Request{Kind: KindHTTP}, "http: no spec"},
+		{"wrong connection kind", request(KindSlack, &Slack{Connection: "t", Text: "x"}, httpConn("http://x")), "not a slack connection"},
+		{"bad scheme", request(KindHTTP, &HTTP{URL: "file:///etc/passwd"}, nil), `scheme "file"`},
+		{"bad blocks", request(KindSlack, &Slack{Connection: "s", Blocks: []any{map[string]any{"type": 3}}}, slackBotConn("http://x")), "slack: blocks"},
+		{"bot without channel", request(KindSlack, &Slack{Connection: "s", Text: "x"}, &Connection{Slack: &SlackConn{Token: "xoxb-1"}}), "needs a channel"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Do(context.Background(), tt.req, Env{})
+			se := stepErr(t, err)
+			if se.Retryable || !strings.Contains(se.Error(), tt.want) {
+				t.Errorf("got %q retryable %v, want permanent %q", se.Error(), se.Retryable, tt.want)
+			}
+		})
+	}
+}
