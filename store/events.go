@@ -1,0 +1,316 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"alorules"
+)
+
+// DedupeKey is one key under which an accepted event is remembered, so that
+// a second delivery with the same key is recognised as a duplicate.
+type DedupeKey struct {
+	// Key identifies the delivery (for example "body:" + SHA-256 of the
+	// body, or "sig:" + the signature). Empty keys are ignored.
+	Key string
+	// TTL is how long after the event's ReceivedAt the key counts; 0 or
+	// less keeps it as long as the event itself.
+	TTL time.Duration
+}
+
+// EventFilter selects events for Events.
+type EventFilter struct {
+	// Type keeps events of this (normalised) type only.
+	Type string
+	// Before is a paging cursor: only ids below it are listed.
+	Before string
+	// Limit is the page size: default 50, at most 500.
+	Limit int
+	// Unmatched keeps events whose match record says that no rule matched.
+	// Events not matched yet and handshakes are not "unmatched".
+	Unmatched bool
+}
+
+// Page sizes for Events and Executions.
+const (
+	defaultLimit = 50
+	maxLimit     = 500
+	// maxScan bounds how many index entries one page may examine and
+	// discard when two filters meet (type and unmatched; a status within
+	// one event's executions). Past it the page ends early with a cursor,
+	// so a request never turns into a walk of the whole store.
+	maxScan = 10000
+)
+
+func pageLimit(n int) int {
+	if n <= 0 {
+		return defaultLimit
+	}
+	return min(n, maxLimit)
+}
+
+// eventFormat is the first byte of a stored event. The payload is stored
+// after the JSON header byte for byte: json.Marshal of a RawMessage would
+// compact it and escape <, > and &, and the design promises the body
+// exactly as received.
+const eventFormat = 1
+
+func encodeEvent(ev *alorules.Event) ([]byte, error) {
+	head := *ev
+	head.Payload = nil
+	hj, err := json.Marshal(&head)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(hj)+len(ev.Payload))
+	buf = append(buf, eventFormat)
+	buf = binary.AppendUvarint(buf, uint64(len(hj)))
+	buf = append(buf, hj...)
+	return append(buf, ev.Payload...), nil
+}
+
+// decodeEvent decodes a stored event; the result shares no memory with v.
+func decodeEvent(v []byte) (*alorules.Event, error) {
+	if len(v) < 2 || v[0] != eventFormat {
+		return nil, errors.New("bad event record")
+	}
+	n, sz := binary.Uvarint(v[1:])
+	if sz <= 0 || uint64(len(v)-1-sz) < n {
+		return nil, errors.New("bad event record")
+	}
+	head := v[1+sz : 1+sz+int(n)]
+	ev := new(alorules.Event)
+	if err := json.Unmarshal(head, ev); err != nil {
+		return nil, fmt.Errorf("bad event record: %w", err)
+	}
+	ev.Payload = nil
+	if p := v[1+sz+int(n):]; len(p) > 0 {
+		ev.Payload = bytes.Clone(p)
+	}
+	return ev, nil
+}
+
+// dedupeRec is a prepared dedupe key.
+type dedupeRec struct {
+	key     []byte
+	expires int64 // unix nanos
+}
+
+// SaveEvent stores an accepted event and returns its new id, which it also
+// sets in ev.ID. If one of the dedupe keys was already recorded and has not
+// expired, it writes nothing and returns the original event's id with
+// duplicate true (ev is left alone). Otherwise one transaction writes the
+// event, its type index, its dedupe records (expiring at ReceivedAt+TTL) and,
+// unless it is a handshake, its entry in the queue for the matcher.
+// A zero ReceivedAt is set to now. Concurrent calls share commits; the
+// event is durable when SaveEvent returns.
+func (s *Store) SaveEvent(ctx context.Context, ev *alorules.Event, dedupe []DedupeKey) (id string, duplicate bool, err error) {
+	if ev.ReceivedAt.IsZero() {
+		ev.ReceivedAt = time.Now()
+	}
+	id = s.newID(ev.ReceivedAt)
+	rec := *ev
+	rec.ID = id
+	val, err := encodeEvent(&rec)
+	if err != nil {
+		return "", false, fmt.Errorf("save event: %w", err)
+	}
+	now := unixNanos(ev.ReceivedAt)
+	keys := make([]dedupeRec, 0, len(dedupe))
+	for _, d := range dedupe {
+		if d.Key == "" {
+			continue
+		}
+		exp := int64(1<<63 - 1)
+		if d.TTL > 0 {
+			exp = now + int64(d.TTL)
+		}
+		keys = append(keys, dedupeRec{key: name(d.Key), expires: exp})
+	}
+	idb := []byte(id)
+	typeKey := cat(pfx(ev.Type), idb)
+
+	var orig string
+	err = s.write(ctx, func(tx *bolt.Tx) error {
+		orig, duplicate = "", false
+		dd := tx.Bucket(bDedupe)
+		for _, k := range keys {
+			v := dd.Get(k.key)
+			if v == nil || getU64(v) <= now {
+				continue
+			}
+			orig, duplicate = string(v[8:]), true
+			if orig == id {
+				// Run again after this very request committed:
+				// nothing more to do, and it is no duplicate.
+				duplicate = false
+			}
+			return nil
+		}
+		if err := tx.Bucket(bEvents).Put(idb, val); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bEvType).Put(typeKey, nil); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := putDedupe(tx, k, idb); err != nil {
+				return err
+			}
+		}
+		if !ev.Handshake {
+			if err := tx.Bucket(bPending).Put(idb, nil); err != nil {
+				return err
+			}
+		}
+		return addCount(tx, countEvents, 1)
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("save event: %w", err)
+	}
+	if duplicate {
+		return orig, true, nil
+	}
+	ev.ID = id
+	return id, false, nil
+}
+
+// putDedupe records key k for event id, replacing an expired record of the
+// same key together with its expiry and by-event entries.
+func putDedupe(tx *bolt.Tx, k dedupeRec, id []byte) error {
+	dd, exp, byEv := tx.Bucket(bDedupe), tx.Bucket(bDedupeExp), tx.Bucket(bDedupeEv)
+	if old := bytes.Clone(dd.Get(k.key)); old != nil {
+		if err := exp.Delete(cat(old[:8], k.key)); err != nil {
+			return err
+		}
+		if err := byEv.Delete(cat(pfx(string(old[8:])), k.key)); err != nil {
+			return err
+		}
+	}
+	if err := dd.Put(k.key, cat(u64(k.expires), id)); err != nil {
+		return err
+	}
+	if err := exp.Put(cat(u64(k.expires), k.key), nil); err != nil {
+		return err
+	}
+	return byEv.Put(cat(pfx(string(id)), k.key), nil)
+}
+
+// Event returns the event with the given id, or an error wrapping
+// alorules.ErrNotFound.
+func (s *Store) Event(ctx context.Context, id string) (*alorules.Event, error) {
+	var ev *alorules.Event
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		ev, err = getEvent(tx, []byte(id))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event %s: %w", id, err)
+	}
+	return ev, nil
+}
+
+func getEvent(tx *bolt.Tx, id []byte) (*alorules.Event, error) {
+	v := tx.Bucket(bEvents).Get(id)
+	if v == nil {
+		return nil, alorules.ErrNotFound
+	}
+	return decodeEvent(v)
+}
+
+// Events lists events newest first, one page at a time. next is the cursor
+// for the following page (pass it as Before), "" when there are no more.
+// Each filter walks an index in key order; nothing scans the whole store.
+func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Event, next string, err error) {
+	limit := pageLimit(f.Limit)
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		evs, next = nil, ""
+		var idx *bolt.Bucket
+		var p []byte
+		switch {
+		case f.Type != "":
+			idx, p = tx.Bucket(bEvType), pfx(f.Type)
+		case f.Unmatched:
+			idx = tx.Bucket(bUnmatched)
+		default:
+			idx = tx.Bucket(bEvents)
+		}
+		unmatched := tx.Bucket(bUnmatched)
+		check := f.Type != "" && f.Unmatched
+		scanned := 0
+		return eachDesc(idx, p, f.Before, "", func(id, _ []byte) (bool, error) {
+			if check && unmatched.Get(id) == nil {
+				if scanned++; scanned >= maxScan {
+					next = string(id)
+					return false, nil
+				}
+				return true, nil
+			}
+			if len(evs) == limit {
+				// One more exists: this page is full.
+				next = evs[limit-1].ID
+				return false, nil
+			}
+			ev, err := getEvent(tx, id)
+			if err != nil {
+				return false, fmt.Errorf("event %s: %w", id, err)
+			}
+			evs = append(evs, ev)
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list events: %w", err)
+	}
+	return evs, next, nil
+}
+
+// PendingEvents returns up to limit (default 100) stored events that have
+// not been matched yet, oldest first. Handshakes are never pending.
+func (s *Store) PendingEvents(ctx context.Context, limit int) ([]*alorules.Event, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var evs []*alorules.Event
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		evs = nil
+		return eachAsc(tx.Bucket(bPending), nil, nil, func(id, _ []byte) (bool, error) {
+			ev, err := getEvent(tx, id)
+			if err != nil {
+				return false, fmt.Errorf("event %s: %w", id, err)
+			}
+			evs = append(evs, ev)
+			return len(evs) < limit, nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pending events: %w", err)
+	}
+	return evs, nil
+}
+
+// EventCountSince counts the events received at or after t. It seeks to
+// the first id of t and counts keys from there, reading no records.
+func (s *Store) EventCountSince(ctx context.Context, t time.Time) (int, error) {
+	n := 0
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		n = 0
+		c := tx.Bucket(bEvents).Cursor()
+		for k, _ := c.Seek([]byte(idFloor(t))); k != nil; k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count events: %w", err)
+	}
+	return n, nil
+}

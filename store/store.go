@@ -1,0 +1,191 @@
+// Package store keeps alorules' durable state in one bbolt file: accepted
+// events with their dedupe keys, the hand-over queue to the matcher, match
+// records, executions as durable jobs with their indexes and run queue,
+// throttle keys, rule sets and per-rule statistics.
+//
+// No bbolt type appears in the exported API, so that another backend (for
+// example PostgreSQL, DESIGN.md §10) can offer the same methods.
+//
+// All writes go through one committer goroutine that runs every request
+// waiting at that moment in a single read-write transaction: concurrent
+// callers share one fsync without anyone waiting for a timer.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"alorules"
+)
+
+// schemaVersion is written to the meta bucket of a new file. Open refuses
+// a file written by a newer schema rather than misreading it.
+const schemaVersion = 1
+
+// ErrLocked reports that the store file is held by another process (or by
+// another open handle in this one).
+var ErrLocked = errors.New("locked by another process")
+
+// Options tune Open.
+type Options struct {
+	// Timeout is how long Open waits for the file lock before it fails
+	// with ErrLocked; 0 means 1s. bbolt itself would wait for ever.
+	Timeout time.Duration
+	// NoSync skips fsync on commit. Only for tests and benchmarks: after a
+	// crash, acknowledged events may be lost.
+	NoSync bool
+}
+
+// Store is the bbolt store. Its methods are safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+	// newID makes event and execution ids; tests replace it to make
+	// records in the past.
+	newID func(time.Time) string
+
+	commits atomic.Int64 // transactions committed by the committer
+
+	mu     sync.RWMutex // held for reading by every call, for writing by Close
+	closed bool
+	reqs   chan *writeReq
+	done   chan struct{} // closed when the committer has stopped
+}
+
+// Open opens or creates the store file at path.
+func Open(path string, opt Options) (*Store, error) {
+	timeout := opt.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: timeout,
+		NoSync:  opt.NoSync,
+		// The hashmap freelist stays fast when a long-lived file has many
+		// free pages (after retention pruning).
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: %w (timeout %s)", path, ErrLocked, timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := db.Update(initSchema); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s := &Store{
+		db:    db,
+		path:  path,
+		newID: NewID,
+		reqs:  make(chan *writeReq, 256),
+		done:  make(chan struct{}),
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// initSchema creates the buckets and checks the schema version.
+func initSchema(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bMeta)
+	v := meta.Get([]byte("schema_version"))
+	if v == nil {
+		return meta.Put([]byte("schema_version"), []byte(strconv.Itoa(schemaVersion)))
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return fmt.Errorf("bad schema version %q", v)
+	}
+	if n > schemaVersion {
+		return fmt.Errorf("schema version %d is newer than this build supports (%d)", n, schemaVersion)
+	}
+	return nil
+}
+
+// Close waits for queued writes to commit and closes the file. Calls after
+// Close fail with alorules.ErrStoreClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.done
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction.
+func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return alorules.ErrStoreClosed
+	}
+	return s.db.View(fn)
+}
+
+// Size returns the size of the store file in bytes, 0 if unknown.
+func (s *Store) Size() int64 {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Backup writes a consistent copy of the whole store to w from one read
+// transaction, while writes go on, and returns the bytes written. The copy
+// is a store file that Open accepts.
+func (s *Store) Backup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.view(context.Background(), func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("backup: %w", err)
+	}
+	return n, nil
+}
+
+// Check runs bbolt's consistency check over the whole file and returns
+// every problem found, joined; nil if the file is sound.
+func (s *Store) Check() error {
+	var errs []error
+	err := s.view(context.Background(), func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	return errors.Join(errs...)
+}
