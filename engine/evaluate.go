@@ -1,0 +1,285 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"alorules"
+	"alorules/actions"
+	"alorules/alo"
+)
+
+// Throttles tells when a throttle key's window ends. *store.Store
+// satisfies it; keys are scoped by rule name.
+type Throttles interface {
+	ThrottledUntil(ctx context.Context, key string) (time.Time, error)
+}
+
+// Evaluation is the outcome of matching one event against a rule set.
+type Evaluation struct {
+	// Results has one entry per rule walked, in file order; rules after a
+	// rule that stopped the walk are left out.
+	Results []alorules.RuleResult
+	// Executions are the runs to queue, one per matched rule with steps.
+	// IDs are empty: the store assigns them.
+	Executions []*alorules.Execution
+	// Throttles are the windows opened by this event (key -> until), to
+	// save with the match so they outlive a restart.
+	Throttles map[string]time.Time
+}
+
+// Evaluate matches ev against every rule in file order. thr may be nil (no
+// throttling, as in tests of candidate rules). The rule set's own loop
+// guard counts firings.
+func (rs *RuleSet) Evaluate(ev *alorules.Event, now time.Time, thr Throttles) Evaluation {
+	return rs.evaluate(context.Background(), ev, now, thr, rs.guard)
+}
+
+func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Time, thr Throttles, guard *loopGuard) Evaluation {
+	var out Evaluation
+	out.Results = make([]alorules.RuleResult, 0, len(rs.rules))
+	payload, perr := decodePayload(ev.Payload)
+	m := newMachine(envInput{Event: ev, Payload: payload, Now: now})
+	defer m.release()
+
+	apply, ok := rs.byType[alo.NormalizeType(ev.Type)]
+	if !ok {
+		apply = rs.anyType
+	}
+	next := 0
+	for i, r := range rs.rules {
+		if next >= len(apply) || int(apply[next]) != i {
+			out.Results = append(out.Results, alorules.RuleResult{Rule: r.name, Outcome: alorules.OutcomeSkipped})
+			continue
+		}
+		next++
+		res := alorules.RuleResult{Rule: r.name}
+		matched := false
+		switch {
+		case perr != nil && r.cond != nil:
+			res.Outcome, res.Error = alorules.OutcomeError, perr.Error()
+		default:
+			matched, res.Error = rs.test(m, r)
+			res.Outcome = alorules.OutcomeNotMatched
+			if res.Error != "" {
+				res.Outcome = alorules.OutcomeError
+			}
+		}
+		if matched {
+			res.Outcome, res.Error = rs.fire(ctx, m, r, ev, payload, now, thr, guard, &out)
+			if r.stop {
+				res.Stopped = true
+				out.Results = append(out.Results, res)
+				break
+			}
+		}
+		out.Results = append(out.Results, res)
+	}
+	return out
+}
+
+// test runs a rule's condition; a run-time error is reported, never taken
+// as false.
+func (rs *RuleSet) test(m *machine, r *rule) (bool, string) {
+	if r.cond == nil {
+		return true, ""
+	}
+	v, err := m.run(r.cond)
+	if err != nil {
+		return false, "if: " + err.Error()
+	}
+	b, _ := v.(bool)
+	return b, ""
+}
+
+// fire handles a rule whose condition held: throttle, loop guard, then an
+// execution.
+func (rs *RuleSet) fire(ctx context.Context, m *machine, r *rule, ev *alorules.Event, payload any, now time.Time, thr Throttles, guard *loopGuard, out *Evaluation) (alorules.Outcome, string) {
+	var key string
+	haveKey := false
+	if r.throttle != nil {
+		k, err := renderKey(m, r.throttle.key)
+		if err != nil {
+			return alorules.OutcomeError, "throttle.key: " + err.Error()
+		}
+		key, haveKey = r.name+":"+k, true
+		if _, opened := out.Throttles[key]; opened {
+			return alorules.OutcomeThrottled, ""
+		}
+		if thr != nil {
+			until, err := thr.ThrottledUntil(ctx, key)
+			if err != nil {
+				return alorules.OutcomeError, "throttle: " + err.Error()
+			}
+			if until.After(now) {
+				return alorules.OutcomeThrottled, ""
+			}
+		}
+	} else if id, ok := entityKey(payload); ok {
+		key, haveKey = r.name+":"+id, true
+	}
+	if haveKey && guard != nil && rs.loop > 0 && !guard.allow(key, now, rs.loop) {
+		return alorules.OutcomeLoop, fmt.Sprintf("fired more than %d times this minute for key %q; suspended until the minute ends (raise defaults.loop_limit if this is expected)", rs.loop, key)
+	}
+	if r.throttle != nil {
+		if out.Throttles == nil {
+			out.Throttles = map[string]time.Time{}
+		}
+		out.Throttles[key] = now.Add(r.throttle.per)
+	}
+	if len(r.steps) > 0 {
+		out.Executions = append(out.Executions, rs.execution(m, r, ev, now))
+	}
+	return alorules.OutcomeMatched, ""
+}
+
+func renderKey(m *machine, t *tstring) (string, error) {
+	if t == nil {
+		return "", nil
+	}
+	v, err := t.render(m)
+	if err != nil {
+		return "", err
+	}
+	return stringify(v), nil
+}
+
+// entityKey is the ALO action id, the default key of the loop guard for
+// rules without a throttle.
+func entityKey(payload any) (string, bool) {
+	obj, ok := payload.(map[string]any)
+	if !ok {
+		return "", false
+	}
+	action, ok := obj["action"].(map[string]any)
+	if !ok {
+		return "", false
+	}
+	switch id := action["id"].(type) {
+	case string:
+		return id, id != ""
+	case int:
+		return strconv.Itoa(id), true
+	}
+	return "", false
+}
+
+// execution builds the queued execution of a matched rule. Steps that do
+// not read steps.<id> are rendered now, so the UI shows what will be sent
+// even before it runs.
+func (rs *RuleSet) execution(m *machine, r *rule, ev *alorules.Event, now time.Time) *alorules.Execution {
+	ex := &alorules.Execution{
+		EventID:     ev.ID,
+		Rule:        r.name,
+		RuleSetHash: rs.hash,
+		Status:      alorules.StatusQueued,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+		Retry:       r.retry,
+		Timeout:     r.timeout,
+		Steps:       make([]alorules.StepResult, len(r.steps)),
+	}
+	for i, s := range r.steps {
+		sr := alorules.StepResult{Index: i, ID: s.id, Kind: s.kind, ContinueOnError: s.continueOnError, Status: alorules.StatusQueued}
+		if !s.usesSteps {
+			if spec, err := rs.renderSpec(m, r, s); err == nil {
+				sr.Request = redactedJSON(spec, rs.Secrets)
+			}
+		}
+		ex.Steps[i] = sr
+	}
+	return ex
+}
+
+// renderSpec renders a step: template tree -> plain values -> JSON ->
+// strict decode into the spec -> the spec's validation against its
+// connection. Errors name the rule and the step (counted from 1).
+func (rs *RuleSet) renderSpec(m *machine, r *rule, s *step) (actions.Spec, error) {
+	fail := func(err error) (actions.Spec, error) {
+		return nil, fmt.Errorf("rule %q: step %d (%s): %w", r.name, s.index+1, s.kind, err)
+	}
+	v, err := s.tree.render(m)
+	if err != nil {
+		return fail(err)
+	}
+	spec, err := actions.NewSpec(s.kind)
+	if err != nil {
+		return fail(err)
+	}
+	if err := decodeStrict(v, spec); err != nil {
+		return fail(err)
+	}
+	if err := spec.Validate(s.conn); err != nil {
+		return fail(err)
+	}
+	return spec, nil
+}
+
+// redactedJSON is the spec as recorded: JSON with every secret value
+// replaced inside strings (redacting after marshalling would miss values
+// that JSON escapes).
+func redactedJSON(spec actions.Spec, red alorules.Redactor) json.RawMessage {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil
+	}
+	// No HTML escaping: the record is shown as text, escaped by the UI.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(redactValue(v, red)); err != nil {
+		return nil
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func redactValue(v any, red alorules.Redactor) any {
+	switch x := v.(type) {
+	case string:
+		return red.String(x)
+	case map[string]any:
+		for k, e := range x {
+			x[k] = redactValue(e, red)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = redactValue(e, red)
+		}
+	}
+	return v
+}
+
+// loopGuard counts firings per rule and key in the current minute. A rule
+// that fires more than its limit for one key (typically because its own
+// steps cause new events about the same action) is stopped for that key
+// until the minute ends. Counters are in memory: a restart forgets them,
+// which only delays the guard by a minute.
+type loopGuard struct {
+	mu     sync.Mutex
+	minute time.Time
+	counts map[string]int
+}
+
+func newLoopGuard() *loopGuard { return &loopGuard{counts: map[string]int{}} }
+
+// allow counts one firing of key at now and reports whether it is within
+// limit.
+func (g *loopGuard) allow(key string, now time.Time, limit int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m := now.Truncate(time.Minute); !m.Equal(g.minute) {
+		g.minute = m
+		clear(g.counts)
+	}
+	g.counts[key]++
+	return g.counts[key] <= limit
+}
