@@ -36,7 +36,8 @@ func doHTTP(ctx context.Context, timeout time.Duration, req Request, env Env) (R
 	res := Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
 	if !expected(spec.Expect, resp.StatusCode) {
 		return res, statusError(resp.StatusCode, resp.Header, env.now(),
-			fmt.Errorf("http: unexpected status %s%s", resp.Status, excerpt(body)))
+			// Redacted before it is cut, so no secret is left half-shown.
+			fmt.Errorf("http: unexpected status %s%s", resp.Status, excerpt([]byte(redactorFor(req)(string(body))))))
 	}
 	if err != nil {
 		se := sendError(ctx, timeout, err)
