@@ -1,0 +1,324 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"alorules"
+	"alorules/alo"
+	"alorules/store"
+)
+
+const testSecret = "test-signing-secret"
+
+type ingressEnv struct {
+	t     *testing.T
+	store *store.Store
+	srv   *Server
+	http  *httptest.Server
+	now   time.Time
+}
+
+func newIngressEnv(t *testing.T) *ingressEnv {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "alorules.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	env := &ingressEnv{t: t, store: st, now: time.Now()}
+	srv, err := New(Config{
+		Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Verifier: &alo.Verifier{Secrets: []string{"old-secret", testSecret}},
+		MaxBody:  4096,
+		Store:    st,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.srv = srv
+	env.http = httptest.NewServer(srv.Public())
+	t.Cleanup(env.http.Close)
+	return env
+}
+
+// post sends body signed with secret at ts; an empty secret sends no
+// signature headers at all.
+func (e *ingressEnv) post(body []byte, secret string, ts time.Time) (int, map[string]any) {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.http.URL+"/webhooks/alo", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if secret != "" {
+		alo.SignRequest(req, secret, ts, body)
+	}
+	return e.do(req)
+}
+
+func (e *ingressEnv) do(req *http.Request) (int, map[string]any) {
+	e.t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		e.t.Fatalf("response %d is not JSON: %q", resp.StatusCode, raw)
+	}
+	return resp.StatusCode, out
+}
+
+func TestIngressStatusCodes(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, 70) + "1" + strings.Repeat("}", 70)
+	deep = `{"type":"action_created","x":` + deep + "}"
+	now := time.Now()
+	tests := []struct {
+		name      string
+		body      string
+		secret    string
+		ts        time.Time
+		want      int
+		wantError string // substring of the error message
+	}{
+		{"accepted", `{"type":"action_created","action":{"id":"a1"}}`, testSecret, now, 200, ""},
+		{"rotated secret accepted", `{"type":"action_updated","n":1}`, "old-secret", now, 200, ""},
+		{"unknown type accepted", `{"type":"action_teleported"}`, testSecret, now, 200, ""},
+		{"wrong secret", `{"type":"action_created","n":2}`, "not-the-secret", now, 403, "signature"},
+		{"no signature", `{"type":"action_created","n":3}`, "", now, 403, "X-ALO-Signature"},
+		{"stale timestamp", `{"type":"action_created","n":4}`, testSecret, now.Add(-301 * time.Second), 403, "timestamp"},
+		{"future timestamp", `{"type":"action_created","n":5}`, testSecret, now.Add(301 * time.Second), 403, "timestamp"},
+		{"too large", `{"type":"action_created","pad":"` + strings.Repeat("x", 5000) + `"}`, testSecret, now, 413, "larger than"},
+		{"not json", `type=action_created`, testSecret, now, 400, "not valid JSON"},
+		{"array", `[{"type":"action_created"}]`, testSecret, now, 400, "JSON object"},
+		{"string", `"action_created"`, testSecret, now, 400, "JSON object"},
+		{"empty", ``, testSecret, now, 400, "empty"},
+		{"no type", `{"action":{}}`, testSecret, now, 400, `no "type"`},
+		{"numeric type", `{"type":7}`, testSecret, now, 400, `must be a string`},
+		{"object type", `{"type":{"a":1}}`, testSecret, now, 400, `must be a string`},
+		{"empty type", `{"type":""}`, testSecret, now, 400, `empty`},
+		{"duplicate keys", `{"type":"action_created","a":1,"a":2}`, testSecret, now, 400, `duplicate key "a"`},
+		{"duplicate nested keys", `{"type":"action_created","a":{"b":1,"b":1}}`, testSecret, now, 400, `duplicate key "b"`},
+		{"too deep", deep, testSecret, now, 400, "nested deeper than 64"},
+		{"invalid utf-8", "{\"type\":\"action_created\",\"t\":\"\xff\xfe\"}", testSecret, now, 400, "UTF-8"},
+		{"trailing data", `{"type":"action_created"} {"type":"x"}`, testSecret, now, 400, "after the JSON object"},
+		{"truncated", `{"type":"action_created","a":[1,2`, testSecret, now, 400, "not valid JSON"},
+	}
+	env := newIngressEnv(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := env.post([]byte(tc.body), tc.secret, tc.ts)
+			if code != tc.want {
+				t.Fatalf("got status %d (%v), want %d", code, out, tc.want)
+			}
+			if tc.want == 200 {
+				id, _ := out["id"].(string)
+				if id == "" {
+					t.Fatalf("got %v, want an id", out)
+				}
+				ev, err := env.store.Event(context.Background(), id)
+				if err != nil {
+					t.Fatalf("accepted event %s not in store: %v", id, err)
+				}
+				if string(ev.Payload) != tc.body {
+					t.Errorf("stored payload %q, want %q", ev.Payload, tc.body)
+				}
+				return
+			}
+			msg, _ := out["error"].(string)
+			if !strings.Contains(msg, tc.wantError) {
+				t.Errorf("got error %q, want it to mention %q", msg, tc.wantError)
+			}
+		})
+	}
+}
+
+func TestIngressErrorsNeverEchoTheMAC(t *testing.T) {
+	env := newIngressEnv(t)
+	body := []byte(`{"type":"action_created"}`)
+	ts := time.Now()
+	good := alo.Sign(testSecret, ts.Unix(), body)
+	req, _ := http.NewRequest(http.MethodPost, env.http.URL+"/webhooks/alo", bytes.NewReader(body))
+	req.Header.Set(alo.HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set(alo.HeaderSignature, "v0=00"+strings.Repeat("1", 62))
+	code, out := env.do(req)
+	if code != 403 {
+		t.Fatalf("got %d, want 403", code)
+	}
+	if s := fmt.Sprint(out); strings.Contains(s, strings.TrimPrefix(good, "v0=")) {
+		t.Fatalf("error %q contains the expected MAC", s)
+	}
+}
+
+func TestIngressHandshake(t *testing.T) {
+	for _, typ := range []string{alo.TypeURLVerification, alo.TypeURLValidation} {
+		t.Run(typ, func(t *testing.T) {
+			env := newIngressEnv(t)
+			body := []byte(`{"challenge":"cad3d673-1d2b","type":"` + typ + `"}`)
+			req, _ := http.NewRequest(http.MethodPost, env.http.URL+"/webhooks/alo", bytes.NewReader(body))
+			alo.SignRequest(req, testSecret, time.Now(), body)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 {
+				t.Fatalf("got %d %s, want 200", resp.StatusCode, raw)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("got content type %q, want application/json", ct)
+			}
+			if got := strings.TrimSpace(string(raw)); got != `{"challenge":"cad3d673-1d2b"}` {
+				t.Errorf("got body %s, want the challenge echoed", got)
+			}
+			// Recorded as an event, but never queued for matching.
+			evs, _, err := env.store.Events(context.Background(), store.EventFilter{})
+			if err != nil || len(evs) != 1 || !evs[0].Handshake {
+				t.Fatalf("got %d events (err %v), want the handshake recorded", len(evs), err)
+			}
+			pending, _ := env.store.PendingEvents(context.Background(), 10)
+			if len(pending) != 0 {
+				t.Errorf("got %d pending events, want the handshake not queued", len(pending))
+			}
+		})
+	}
+}
+
+func TestIngressDuplicatesAndReplays(t *testing.T) {
+	env := newIngressEnv(t)
+	body := []byte(`{"type":"action_status_changed","action":{"id":"a9","status":"Completed"}}`)
+	ts := time.Now()
+	code, first := env.post(body, testSecret, ts)
+	if code != 200 {
+		t.Fatalf("first delivery: got %d %v", code, first)
+	}
+	id := first["id"]
+
+	// The same request again (a replay) and the same body with a fresh
+	// signature (a redelivery) both point at the original.
+	for name, at := range map[string]time.Time{"replay": ts, "redelivery": ts.Add(2 * time.Second)} {
+		code, out := env.post(body, testSecret, at)
+		if code != 200 || out["duplicate"] != true || out["id"] != id {
+			t.Errorf("%s: got %d %v, want 200 duplicate of %v", name, code, out, id)
+		}
+	}
+	evs, _, _ := env.store.Events(context.Background(), store.EventFilter{})
+	if len(evs) != 1 {
+		t.Fatalf("got %d stored events, want 1", len(evs))
+	}
+	if evs[0].Type != alo.TypeActionStatusUpdated || evs[0].RawType != "action_status_changed" {
+		t.Errorf("got type %q raw %q, want the normalised status type", evs[0].Type, evs[0].RawType)
+	}
+	if evs[0].Headers[alo.HeaderSignature] != alorules.Redacted {
+		t.Errorf("got signature header %q stored, want it redacted", evs[0].Headers[alo.HeaderSignature])
+	}
+}
+
+func TestIngressClosedStoreAnswers503(t *testing.T) {
+	env := newIngressEnv(t)
+	env.store.Close()
+	code, out := env.post([]byte(`{"type":"action_created"}`), testSecret, time.Now())
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("got %d %v, want 503", code, out)
+	}
+}
+
+func TestIngressPersistsAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.db")
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Verifier: &alo.Verifier{Secrets: []string{testSecret}}, Store: st}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httptest.NewServer(srv.Public())
+	body := []byte(`{"type":"action_created","action":{"id":"persist"}}`)
+	req, _ := http.NewRequest(http.MethodPost, h.URL+"/webhooks/alo", bytes.NewReader(body))
+	alo.SignRequest(req, testSecret, time.Now(), body)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]string
+	json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	h.Close()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st2, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	ev, err := st2.Event(context.Background(), out["id"])
+	if err != nil {
+		t.Fatalf("event %q after reopen: %v", out["id"], err)
+	}
+	if !bytes.Equal(ev.Payload, body) {
+		t.Errorf("got payload %s, want %s", ev.Payload, body)
+	}
+}
+
+func TestAdminExposureNeedsAuth(t *testing.T) {
+	tests := []struct {
+		addr string
+		auth *Auth
+		ok   bool
+	}{
+		{"127.0.0.1:8081", &Auth{}, true},
+		{"[::1]:8081", &Auth{}, true},
+		{"localhost:8081", &Auth{}, true},
+		{":8081", &Auth{}, false},
+		{"0.0.0.0:8081", &Auth{}, false},
+		{"10.1.2.3:8081", &Auth{}, false},
+		{"0.0.0.0:8081", &Auth{Token: "t0ken-value"}, true},
+		{"0.0.0.0:8081", &Auth{PasswordHash: []byte("$2a$...")}, false}, // no user
+	}
+	for _, tc := range tests {
+		err := checkAdminExposure(tc.addr, tc.auth)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s with %+v: got err %v, want ok=%v", tc.addr, tc.auth.Enabled(), err, tc.ok)
+		}
+	}
+}
+
+func FuzzCheckBody(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"action_created","action":{"id":"1","tags":["a","b"]}}`,
+		`{"type":"x","a":{"b":[{"c":null}]}}`,
+		`{"type":1}`, `[]`, `{"a":1,"a":2}`, `{"type":"a"}{}`, "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		env, err := checkBody(body)
+		if err != nil {
+			return
+		}
+		// Anything accepted must be a JSON object with that string type.
+		var m map[string]any
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatalf("accepted %q but encoding/json says: %v", body, err)
+		}
+		if typ, _ := m["type"].(string); typ != env.Type || typ == "" {
+			t.Fatalf("got type %q, json says %v", env.Type, m["type"])
+		}
+	})
+}
