@@ -1,0 +1,401 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"alorules"
+	"alorules/engine"
+	"alorules/store"
+)
+
+// AdminStore is what the admin API and UI read from the store beyond what
+// ingress needs; *store.Store satisfies it.
+type AdminStore interface {
+	Store
+	AddExecutions(ctx context.Context, execs []*alorules.Execution) error
+	CountByStatus(ctx context.Context) (map[alorules.Status]int, error)
+	RuleStats(ctx context.Context, since time.Time) (map[string]*store.RuleStats, error)
+	EventCountSince(ctx context.Context, t time.Time) (int, error)
+	Backup(w io.Writer) (int64, error)
+	Size() int64
+}
+
+// Rules is the engine as the admin side sees it.
+type Rules interface {
+	Status() engine.Status
+	Current() *engine.RuleSet
+	Reload() error
+}
+
+// Runner is the step runner as the admin side sees it.
+type Runner interface {
+	Retry(ctx context.Context, id string) (*alorules.Execution, error)
+	Notify()
+}
+
+// Admin serves the JSON API (and the UI) on the admin listener.
+type Admin struct {
+	Store  AdminStore
+	Rules  Rules
+	Runner Runner
+	// Getenv expands ${NAME} in candidate rules sent to rules/test.
+	Getenv func(string) string
+	Logger *slog.Logger
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+}
+
+func (a *Admin) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// Routes registers the JSON API and POST /-/reload.
+func (a *Admin) Routes(e *echo.Echo) {
+	api := e.Group("/api/v1")
+	api.GET("/events", a.listEvents)
+	api.GET("/events/:id", a.getEvent)
+	api.POST("/events/:id/replay", a.replayEvent)
+	api.GET("/executions", a.listExecutions)
+	api.GET("/executions/:id", a.getExecution)
+	api.POST("/executions/:id/retry", a.retryExecution)
+	api.GET("/rules", a.getRules)
+	api.POST("/rules/test", a.testRules)
+	api.GET("/backup", a.backup)
+	e.POST("/-/reload", a.reload)
+}
+
+// eventSummary is an event in a list: everything but the payload.
+type eventSummary struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	RawType    string    `json:"raw_type"`
+	ReceivedAt time.Time `json:"received_at"`
+	Handshake  bool      `json:"handshake,omitempty"`
+	Size       int       `json:"size"`
+}
+
+func summarize(ev *alorules.Event) eventSummary {
+	return eventSummary{ID: ev.ID, Type: ev.Type, RawType: ev.RawType, ReceivedAt: ev.ReceivedAt,
+		Handshake: ev.Handshake, Size: len(ev.Payload)}
+}
+
+func queryLimit(c echo.Context) (int, error) {
+	v := c.QueryParam("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 500 {
+		return 0, echo.NewHTTPError(http.StatusBadRequest, "limit: want a whole number from 1 to 500")
+	}
+	return n, nil
+}
+
+func (a *Admin) listEvents(c echo.Context) error {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	evs, next, err := a.Store.Events(c.Request().Context(), store.EventFilter{
+		Type:      c.QueryParam("type"),
+		Before:    c.QueryParam("before"),
+		Limit:     limit,
+		Unmatched: c.QueryParam("unmatched") == "true",
+	})
+	if err != nil {
+		return err
+	}
+	out := make([]eventSummary, len(evs))
+	for i, ev := range evs {
+		out[i] = summarize(ev)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"events": out, "next": next})
+}
+
+// EventDetail is one event with what the rules made of it.
+type EventDetail struct {
+	*alorules.Event
+	// Match is nil until the engine has matched the event.
+	Match      *alorules.Match       `json:"match"`
+	Executions []*alorules.Execution `json:"executions"`
+}
+
+// EventDetail loads an event with its match and executions.
+func (a *Admin) EventDetail(ctx context.Context, id string) (*EventDetail, error) {
+	ev, err := a.Store.Event(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	d := &EventDetail{Event: ev}
+	if d.Match, err = a.Store.Match(ctx, id); err != nil && !errors.Is(err, alorules.ErrNotFound) {
+		return nil, err
+	}
+	if d.Executions, err = a.Store.EventExecutions(ctx, id); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (a *Admin) getEvent(c echo.Context) error {
+	d, err := a.EventDetail(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
+}
+
+// Replay evaluates a stored event against the current rules again. A dry
+// run only renders; otherwise the matched rules' executions are queued,
+// marked as a replay. Throttles are not applied: a replay is deliberate.
+func (a *Admin) Replay(ctx context.Context, id string, dryRun bool) (engine.TestResult, []*alorules.Execution, error) {
+	ev, err := a.Store.Event(ctx, id)
+	if err != nil {
+		return engine.TestResult{}, nil, err
+	}
+	if ev.Handshake {
+		return engine.TestResult{}, nil, echo.NewHTTPError(http.StatusBadRequest, "a URL verification handshake is not matched against rules")
+	}
+	rs := a.Rules.Current()
+	if rs == nil {
+		return engine.TestResult{}, nil, echo.NewHTTPError(http.StatusServiceUnavailable, "no rules loaded")
+	}
+	res := engine.Test(rs, ev, a.now())
+	if dryRun {
+		return res, nil, nil
+	}
+	eval := rs.Evaluate(ev, a.now(), nil)
+	for _, ex := range eval.Executions {
+		ex.Replay = true
+	}
+	if len(eval.Executions) > 0 {
+		if err := a.Store.AddExecutions(ctx, eval.Executions); err != nil {
+			return res, nil, fmt.Errorf("queue replay of %s: %w", id, err)
+		}
+		a.Runner.Notify()
+	}
+	return res, eval.Executions, nil
+}
+
+func (a *Admin) replayEvent(c echo.Context) error {
+	dry := c.QueryParam("dry_run") == "true"
+	res, execs, err := a.Replay(c.Request().Context(), c.Param("id"), dry)
+	if err != nil {
+		return err
+	}
+	if execs == nil {
+		execs = []*alorules.Execution{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"dry_run": dry, "result": res, "executions": execs})
+}
+
+func parseTimeParam(c echo.Context, name string) (time.Time, error) {
+	v := c.QueryParam(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		if d, derr := time.ParseDuration(v); derr == nil {
+			return time.Now().Add(-d), nil
+		}
+		return time.Time{}, echo.NewHTTPError(http.StatusBadRequest, name+": want an RFC 3339 time or a duration such as 24h")
+	}
+	return t, nil
+}
+
+// ExecutionFilter reads the executions list's query parameters.
+func ExecutionFilter(c echo.Context) (store.ExecutionFilter, error) {
+	f := store.ExecutionFilter{Rule: c.QueryParam("rule"), Status: c.QueryParam("status"),
+		EventID: c.QueryParam("event"), Before: c.QueryParam("before")}
+	var err error
+	if f.Limit, err = queryLimit(c); err != nil {
+		return f, err
+	}
+	if f.Since, err = parseTimeParam(c, "since"); err != nil {
+		return f, err
+	}
+	if f.Until, err = parseTimeParam(c, "until"); err != nil {
+		return f, err
+	}
+	switch alorules.Status(f.Status) {
+	case "", alorules.StatusQueued, alorules.StatusRunning, alorules.StatusRetrying, alorules.StatusSucceeded, alorules.StatusFailed:
+	default:
+		return f, echo.NewHTTPError(http.StatusBadRequest, "status: want queued, running, retrying, succeeded or failed")
+	}
+	return f, nil
+}
+
+func (a *Admin) listExecutions(c echo.Context) error {
+	f, err := ExecutionFilter(c)
+	if err != nil {
+		return err
+	}
+	exs, next, err := a.Store.Executions(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	if exs == nil {
+		exs = []*alorules.Execution{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"executions": exs, "next": next})
+}
+
+func (a *Admin) getExecution(c echo.Context) error {
+	ex, err := a.Store.Execution(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ex)
+}
+
+func (a *Admin) retryExecution(c echo.Context) error {
+	ex, err := a.Runner.Retry(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ex)
+}
+
+// RulesView is GET /api/v1/rules: the engine's status with hit counts.
+type RulesView struct {
+	engine.Status
+	Stats map[string]*store.RuleStats `json:"stats"`
+}
+
+// RulesView gathers the loaded rules and their last 24 hours.
+func (a *Admin) RulesView(ctx context.Context) (RulesView, error) {
+	st, err := a.Store.RuleStats(ctx, a.now().Add(-24*time.Hour))
+	if err != nil {
+		return RulesView{}, err
+	}
+	return RulesView{Status: a.Rules.Status(), Stats: st}, nil
+}
+
+func (a *Admin) getRules(c echo.Context) error {
+	v, err := a.RulesView(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// RulesTestRequest is the body of POST /api/v1/rules/test: a candidate
+// rules file, and either an event body or stored event ids.
+type RulesTestRequest struct {
+	Rules    string          `json:"rules"`
+	Event    json.RawMessage `json:"event,omitempty"`
+	EventIDs []string        `json:"event_ids,omitempty"`
+}
+
+// RulesTestResponse carries per-event outcomes, or every load issue.
+type RulesTestResponse struct {
+	Hash     string              `json:"hash,omitempty"`
+	Issues   []engine.Issue      `json:"issues,omitempty"`
+	Warnings []engine.Issue      `json:"warnings,omitempty"`
+	Results  []engine.TestResult `json:"results"`
+}
+
+// TestRules parses candidate rules and evaluates events against them.
+// Nothing is stored and nothing is sent.
+func (a *Admin) TestRules(ctx context.Context, req RulesTestRequest) (RulesTestResponse, error) {
+	var out RulesTestResponse
+	getenv := a.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	rs, warns, err := engine.Parse("candidate.yaml", []byte(req.Rules), getenv)
+	out.Warnings = warns
+	if err != nil {
+		var le *engine.LoadError
+		if errors.As(err, &le) {
+			out.Issues = le.Issues
+			return out, nil
+		}
+		return out, echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	out.Hash = rs.Hash()
+	var events []*alorules.Event
+	if len(req.Event) > 0 {
+		ev, err := engine.NewEvent(req.Event, a.now())
+		if err != nil {
+			return out, echo.NewHTTPError(http.StatusBadRequest, err.Error())
+		}
+		events = append(events, ev)
+	}
+	if len(req.EventIDs) > 500 {
+		return out, echo.NewHTTPError(http.StatusBadRequest, "event_ids: at most 500")
+	}
+	for _, id := range req.EventIDs {
+		ev, err := a.Store.Event(ctx, id)
+		if err != nil {
+			return out, fmt.Errorf("event %s: %w", id, err)
+		}
+		events = append(events, ev)
+	}
+	if len(events) == 0 {
+		return out, echo.NewHTTPError(http.StatusBadRequest, "give an event body or event_ids")
+	}
+	out.Results = make([]engine.TestResult, 0, len(events))
+	for _, ev := range events {
+		out.Results = append(out.Results, engine.Test(rs, ev, a.now()))
+	}
+	return out, nil
+}
+
+func (a *Admin) testRules(c echo.Context) error {
+	var req RulesTestRequest
+	if err := json.NewDecoder(io.LimitReader(c.Request().Body, 4<<20)).Decode(&req); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "body: want JSON {rules, event | event_ids}: "+err.Error())
+	}
+	res, err := a.TestRules(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	code := http.StatusOK
+	if len(res.Issues) > 0 {
+		code = http.StatusBadRequest
+	}
+	return c.JSON(code, res)
+}
+
+func (a *Admin) reload(c echo.Context) error {
+	if err := a.Rules.Reload(); err != nil {
+		var le *engine.LoadError
+		if errors.As(err, &le) {
+			return c.JSON(http.StatusBadRequest, map[string]any{"error": "reload failed; the running rules stay", "issues": le.Issues})
+		}
+		return echo.NewHTTPError(http.StatusBadRequest, "reload failed; the running rules stay: "+err.Error())
+	}
+	st := a.Rules.Status()
+	return c.JSON(http.StatusOK, map[string]any{"rules": len(st.Rules), "hash": st.Hash})
+}
+
+// backup streams a consistent copy of the store from one read
+// transaction; ingest goes on meanwhile.
+func (a *Admin) backup(c echo.Context) error {
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "application/octet-stream")
+	h.Set(echo.HeaderContentDisposition, `attachment; filename="alorules-`+a.now().UTC().Format("20060102T150405Z")+`.db"`)
+	c.Response().WriteHeader(http.StatusOK)
+	n, err := a.Store.Backup(c.Response())
+	if err != nil {
+		// Headers are gone; all that is left is to cut the stream short
+		// so the client sees a truncated file, and to say so in the log.
+		orDiscard(a.Logger).Error("backup failed", "bytes", n, "err", err)
+		return err
+	}
+	return nil
+}
