@@ -242,7 +242,9 @@ func (p *parser) parse(src []byte) *RuleSet {
 		return rs
 	}
 	root := doc.Content[0]
-	p.noAliases(root)
+	if p.noAliases(root); len(p.is.errs) > 0 {
+		return rs
+	}
 	if root.Kind != yaml.MappingNode {
 		p.is.errorf(root.Line, "", "", "want a mapping with version, connections, defaults and rules, got %s", kindName(root))
 		return rs
@@ -585,8 +587,13 @@ func (p *parser) rule(n *yaml.Node) *rule {
 		p.is.errorf(n.Line, "", "rules", "want a rule (a mapping), got %s", kindName(n))
 		return nil
 	}
-	f := p.fields(n, "", "", ruleKeys)
-	// The name first: every other message names the rule.
+	// The name first: every other message names the rule, even those
+	// about its keys.
+	label := ""
+	if v := mapValue(n, "name"); v != nil && v.Kind == yaml.ScalarNode {
+		label = v.Value
+	}
+	f := p.fields(n, label, "", ruleKeys)
 	if v, ok := f["name"]; !ok {
 		p.is.errorf(n.Line, "", "name", "required")
 	} else if name, ok := p.stringValue(v, "", "name"); ok {
@@ -862,12 +869,20 @@ func mapKeys[V any](m map[string]V) []string {
 
 // valueLine is the line of key's value in mapping n, or n's line.
 func valueLine(n *yaml.Node, key string) int {
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1].Line
-		}
+	if v := mapValue(n, key); v != nil {
+		return v.Line
 	}
 	return n.Line
+}
+
+// mapValue is the first value of key in mapping n, or nil.
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // bctx is where build is in the file.
@@ -1076,6 +1091,9 @@ func decodeStrict(v any, dst any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
+	// Numbers inside free-form values (json bodies, blocks) stay exact:
+	// a float64 would mangle 64-bit ids.
+	dec.UseNumber()
 	if err := dec.Decode(dst); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
