@@ -1,0 +1,390 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"alorules"
+	"alorules/actions"
+	"alorules/store"
+)
+
+func openStore(t *testing.T, path string) *store.Store {
+	t.Helper()
+	st, err := store.Open(path, store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hashOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// waitFor polls cond until it holds or a generous deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// run starts e.Run and returns a function that stops it and waits.
+func run(t *testing.T, e *Engine) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := e.Run(ctx); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// ingest stores a sample event as the webhook handler would and returns
+// its id.
+func ingest(t *testing.T, st *store.Store, ev *alorules.Event) string {
+	t.Helper()
+	ev.ID = ""
+	id, dup, err := st.SaveEvent(context.Background(), ev, nil)
+	if err != nil || dup {
+		t.Fatalf("save event: %v (duplicate %v)", err, dup)
+	}
+	return id
+}
+
+func waitMatch(t *testing.T, st *store.Store, id string) *alorules.Match {
+	t.Helper()
+	var m *alorules.Match
+	waitFor(t, "event "+id+" to be matched", func() bool {
+		var err error
+		m, err = st.Match(context.Background(), id)
+		return err == nil
+	})
+	return m
+}
+
+// clock is an injectable, settable time.
+type clock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
+func (c *clock) set(t time.Time)  { c.ns.Store(t.UnixNano()) }
+func (c *clock) now() time.Time   { return time.Unix(0, c.ns.Load()).UTC() }
+
+func TestEngineQueuesExecutions(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "outcomes.yaml"))
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, string(src))
+
+	// An event received while the engine was down is matched at start.
+	early := ingest(t, st, event(t, "action_status_changed"))
+
+	var woken atomic.Int32
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, OnExecutions: func() { woken.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e)
+	m := waitMatch(t, st, early)
+	if got := outcomes(m.Results)["status-only"]; got != alorules.OutcomeMatched {
+		t.Errorf("early event: got %s, want matched", got)
+	}
+
+	id := ingest(t, st, event(t, "action_created"))
+	e.Notify()
+	m = waitMatch(t, st, id)
+	if m.RuleSetHash != hashOf(string(src)) {
+		t.Errorf("got rule set hash %s, want the file's", m.RuleSetHash)
+	}
+	execs, err := st.EventExecutions(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(execs) != 1 || execs[0].Rule != "urgent" || execs[0].ID == "" || execs[0].Status != alorules.StatusQueued {
+		t.Fatalf("got executions %+v, want one queued for urgent", execs)
+	}
+	for _, r := range m.Results {
+		if r.Rule == "urgent" && r.ExecutionID != execs[0].ID {
+			t.Errorf("got result execution id %q, want %q", r.ExecutionID, execs[0].ID)
+		}
+	}
+	if woken.Load() == 0 {
+		t.Error("got no OnExecutions call, want the runner woken")
+	}
+	// The source is saved under its hash for rendering after reloads.
+	saved, err := st.RuleSet(context.Background(), m.RuleSetHash)
+	if err != nil || string(saved) != string(src) {
+		t.Errorf("got saved source %q, %v", saved, err)
+	}
+}
+
+func TestEngineThrottleSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "alorules.db")
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, `version: 1
+rules:
+  - name: page
+    on: [action_created]
+    throttle: { key: "{{ event.action?.id }}", per: 10m }
+    do:
+      - http: { url: "https://example.com/page" }
+`)
+	clk := newClock(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC))
+	start := func() (*store.Store, *Engine, func()) {
+		st := openStore(t, db)
+		e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Now: clk.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, e, run(t, e)
+	}
+	match := func(st *store.Store, e *Engine) alorules.RuleResult {
+		id := ingest(t, st, event(t, "action_created"))
+		e.Notify()
+		return waitMatch(t, st, id).Results[0]
+	}
+
+	st, e, stop := start()
+	if got := match(st, e); got.Outcome != alorules.OutcomeMatched {
+		t.Fatalf("first: got %+v, want matched", got)
+	}
+	stop()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	clk.set(clk.now().Add(time.Minute))
+	st, e, stop = start()
+	defer st.Close()
+	defer stop()
+	if got := match(st, e); got.Outcome != alorules.OutcomeThrottled {
+		t.Errorf("after restart: got %+v, want throttled", got)
+	}
+	clk.set(clk.now().Add(10 * time.Minute))
+	if got := match(st, e); got.Outcome != alorules.OutcomeMatched {
+		t.Errorf("after the window: got %+v, want matched", got)
+	}
+}
+
+func TestEngineRenderStep(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "outcomes.yaml"))
+	writeFile(t, rules, string(src))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e)
+	id := ingest(t, st, event(t, "action_created"))
+	e.Notify()
+	waitMatch(t, st, id)
+	execs, _ := st.EventExecutions(context.Background(), id)
+	if len(execs) != 1 {
+		t.Fatalf("got %d executions, want 1", len(execs))
+	}
+	ex := execs[0]
+	ctx := context.Background()
+
+	req, err := e.RenderStep(ctx, ex, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := req.Spec.(*actions.HTTP)
+	if h.Path != "/urgent/act-1042" || req.Kind != "http" || req.Conn == nil || req.Conn.Name != "hooks" ||
+		req.IdempotencyKey != id+":urgent:0" || req.Timeout != 3*time.Second || req.ExecutionID != ex.ID || req.Rule != "urgent" {
+		t.Errorf("got request %+v with spec %+v", req, h)
+	}
+
+	// Step 3 reads steps.second.code from the recorded result of step 2.
+	ex.Steps[1].Status, ex.Steps[1].Code, ex.Steps[1].Body = alorules.StatusSucceeded, 201, `{"id": 7}`
+	req, err = e.RenderStep(ctx, ex, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := req.Spec.(*actions.HTTP).JSON.(map[string]any)["code"]; got != json.Number("201") {
+		t.Errorf("got code %#v, want 201 from the earlier step", got)
+	}
+
+	// After a reload that drops the rule, the execution still renders
+	// under the rules it was matched with; a fresh engine compiles them
+	// from the store.
+	writeFile(t, rules, "version: 1\nrules:\n  - name: other\n")
+	if err := e.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RenderStep(ctx, ex, 0); err != nil {
+		t.Errorf("after reload: %v", err)
+	}
+	e2, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req, err := e2.RenderStep(ctx, ex, 0); err != nil || req.Spec.(*actions.HTTP).Path != "/urgent/act-1042" {
+		t.Errorf("fresh engine: got %+v, %v", req, err)
+	}
+	if _, err := e2.RenderStep(ctx, ex, 7); err == nil {
+		t.Error("got no error for a step that does not exist")
+	}
+	// A replay gets an idempotency key of its own.
+	replay := *ex
+	replay.ID, replay.Replay = "replay-1", true
+	if req, _ := e2.RenderStep(ctx, &replay, 0); req.IdempotencyKey != id+":urgent:0:replay-1" {
+		t.Errorf("got replay key %q", req.IdempotencyKey)
+	}
+}
+
+func TestEngineHotReload(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	version := func(n int) string {
+		return "version: 1\nrules:\n  - name: rule-" + strings.Repeat("x", n) + "\n"
+	}
+	writeFile(t, rules, version(1))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Debounce: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e)
+	waitHash := func(what, src string) {
+		t.Helper()
+		waitFor(t, what, func() bool { return e.Status().Hash == hashOf(src) })
+	}
+	// The watch starts with Run; give it a moment to be in place before
+	// the first change, by rewriting until the change is seen.
+	waitFor(t, "the watch to start", func() bool {
+		writeFile(t, rules, version(2))
+		for range 20 {
+			if e.Status().Hash == hashOf(version(2)) {
+				return true
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return false
+	})
+
+	t.Run("write in place", func(t *testing.T) {
+		writeFile(t, rules, version(3))
+		waitHash("in-place write", version(3))
+	})
+	t.Run("rename over", func(t *testing.T) {
+		tmp := filepath.Join(dir, ".rules.yaml.swp")
+		writeFile(t, tmp, version(4))
+		if err := os.Rename(tmp, rules); err != nil {
+			t.Fatal(err)
+		}
+		waitHash("rename over", version(4))
+	})
+	t.Run("delete and recreate", func(t *testing.T) {
+		if err := os.Remove(rules); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(60 * time.Millisecond) // let the removal be seen on its own
+		if got := e.Status().Hash; got != hashOf(version(4)) {
+			t.Errorf("got hash %s after delete, want the running rules kept", got)
+		}
+		writeFile(t, rules, version(5))
+		waitHash("recreate", version(5))
+	})
+	t.Run("broken file keeps the old rules", func(t *testing.T) {
+		failed := e.Status().ReloadsFailed
+		writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    iff: true\n")
+		waitFor(t, "the failed reload", func() bool { return e.Status().ReloadsFailed > failed })
+		s := e.Status()
+		if s.Hash != hashOf(version(5)) {
+			t.Errorf("got hash %s, want the running rules kept", s.Hash)
+		}
+		if !strings.Contains(s.LastError, `unknown key "iff"`) || len(s.LastErrorIssues) != 1 {
+			t.Errorf("got last error %q (%d issues), want the unknown key", s.LastError, len(s.LastErrorIssues))
+		}
+		if rs := e.Current(); rs.Len() != 1 || rs.Rules()[0].Name != "rule-xxxxx" {
+			t.Errorf("got rules %+v, want the old set", rs.Rules())
+		}
+		writeFile(t, rules, version(6))
+		waitHash("the fixed file", version(6))
+		if s := e.Status(); s.LastError != "" || s.ReloadsOK == 0 || s.LastReloadAt.IsZero() {
+			t.Errorf("got status %+v, want the error cleared after a good reload", s)
+		}
+	})
+}
+
+func TestEngineReloadReturnsLoadError(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n")
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := e.Status().Hash
+	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    on: [action_creatd]\n  - name: a\n")
+	err = e.Reload()
+	var le *LoadError
+	if !errors.As(err, &le) || len(le.Issues) != 2 {
+		t.Fatalf("got %v, want a *LoadError with both issues", err)
+	}
+	if s := e.Status(); s.Hash != old || s.ReloadsFailed != 1 || len(s.LastErrorIssues) != 2 {
+		t.Errorf("got status %+v", s)
+	}
+	// An unchanged file reloads without a swap.
+	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n")
+	if err := e.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Status(); s.Hash != old || s.LastError != "" || s.ReloadsOK != 1 {
+		t.Errorf("got status %+v", s)
+	}
+}
+
+func TestEngineNewRefusesBrokenRules(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    if: evnt.x\n")
+	_, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	var le *LoadError
+	if !errors.As(err, &le) {
+		t.Fatalf("got %v, want a *LoadError", err)
+	}
+	if want := rules + `:4: rule "a": if: unknown name "evnt", did you mean "event"? (column 1)`; le.Issues[0].String() != want {
+		t.Errorf("got %q, want %q", le.Issues[0].String(), want)
+	}
+}
