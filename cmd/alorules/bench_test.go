@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"alorules/alo"
+)
+
+// BenchmarkIngest is the load benchmark of `make bench`: signed, distinct
+// events over loopback into the whole service (durable commits, matching
+// running alongside), at several concurrencies. It reports accepted
+// events/s and the p50 and p99 acknowledgement latency.
+func BenchmarkIngest(b *testing.B) {
+	for _, conc := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) {
+			app := startApp(b, e2eRules, map[string]string{"SLACK_URL": "http://127.0.0.1:9/unused"})
+			url := "http://" + app.public + "/webhooks/alo"
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}}
+			var seq atomic.Int64
+			lat := make([][]time.Duration, conc)
+			var failed atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			per := b.N / conc
+			for w := range conc {
+				n := per
+				if w < b.N%conc {
+					n++
+				}
+				wg.Go(func() {
+					for range n {
+						i := seq.Add(1)
+						body := fmt.Sprintf(`{"type":"action_updated","action":{"id":"bench-%d","status":"Open","priority":"Normal","title":"load %d"}}`, i, i)
+						req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+						alo.SignRequest(req, e2eSecret, time.Now(), []byte(body))
+						t0 := time.Now()
+						resp, err := client.Do(req)
+						d := time.Since(t0)
+						if err != nil || resp.StatusCode != 200 {
+							failed.Add(1)
+						}
+						if resp != nil {
+							resp.Body.Close()
+						}
+						lat[w] = append(lat[w], d)
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if f := failed.Load(); f > 0 {
+				b.Fatalf("%d of %d requests failed", f, b.N)
+			}
+			all := slices.Concat(lat...)
+			slices.Sort(all)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			app.stop(b)
+		})
+	}
+}
