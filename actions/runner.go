@@ -136,42 +136,71 @@ func (r *Runner) Run(ctx context.Context) error {
 	// Work outlives ctx by the grace period, so it gets its own context.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	sc := &scheduler{
+		inflight:  map[string]bool{},
+		unclaimed: map[string]bool{},
+		// Each worker sends at most one of each, so neither channel
+		// ever blocks a worker, even after the loop has stopped reading.
+		claimed:  make(chan claimResult, r.cfg.Workers),
+		finished: make(chan string, r.cfg.Workers),
+	}
 	var wg sync.WaitGroup
-	finished := make(chan string, r.cfg.Workers)
-	inflight := map[string]bool{}
+	start := func(ex *alorules.Execution, step int) {
+		wg.Go(func() {
+			defer func() { sc.finished <- ex.ID }()
+			err := r.cfg.Store.UpdateExecution(work, ex)
+			sc.claimed <- claimResult{ex: ex, err: err}
+			if err == nil {
+				r.execute(work, ex, step)
+			}
+		})
+	}
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var holdUntil time.Time // after a store error, pause scheduling
+	rescan := false         // the timer fires at once for the first scan
 	for ctx.Err() == nil {
-		wait := maxIdle
-		if free := r.cfg.Workers - len(inflight); free > 0 {
-			wait = r.schedule(ctx, free, inflight, func(ex *alorules.Execution) {
-				wg.Go(func() {
-					defer func() { finished <- ex.ID }()
-					r.execute(work, ex)
-				})
-			})
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
+		if rescan {
+			rescan = false
+			wait := maxIdle
+			if d := time.Until(holdUntil); d > 0 {
+				wait = d
+			} else if free := r.cfg.Workers - len(sc.inflight); free > 0 {
+				wait = r.schedule(ctx, sc, free, start)
+				if wait == storeBackoff {
+					holdUntil = time.Now().Add(storeBackoff)
+				}
 			}
+			timer.Reset(wait)
 		}
-		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
-		case id := <-finished:
-			delete(inflight, id)
+		case id := <-sc.finished:
+			delete(sc.inflight, id)
+			rescan = true
+		case c := <-sc.claimed:
+			delete(sc.unclaimed, c.ex.ID)
+			if c.err != nil {
+				if ctx.Err() == nil {
+					r.log.Error("claim execution", "execution_id", c.ex.ID, "event_id", c.ex.EventID, "rule", c.ex.Rule, "err", c.err)
+				}
+				holdUntil = time.Now().Add(storeBackoff)
+			}
+			// Only worth a look if the last one stopped at our own
+			// claims (a claim frees no worker).
+			rescan = c.err != nil || sc.awaitClaims
 		case <-r.notify:
+			rescan = true
 		case <-timer.C:
+			rescan = true
 		}
 	}
 
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
-	if len(inflight) > 0 {
-		r.log.Info("draining executions in flight", "count", len(inflight), "grace", r.cfg.Grace)
+	if len(sc.inflight) > 0 {
+		r.log.Info("draining executions in flight", "count", len(sc.inflight), "grace", r.cfg.Grace)
 	}
 	select {
 	case <-drained:
@@ -183,43 +212,70 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-// schedule claims up to free due executions, starts each with start, and
-// returns how long to sleep before looking again (at most maxIdle).
-func (r *Runner) schedule(ctx context.Context, free int, inflight map[string]bool, start func(*alorules.Execution)) time.Duration {
+// scheduler is the state of Run's loop, owned by that one goroutine.
+type scheduler struct {
+	// inflight are the executions handed to a worker and not finished.
+	inflight map[string]bool
+	// unclaimed are those of inflight whose claim is not yet written:
+	// the store still lists them as due, and they must not start twice.
+	unclaimed map[string]bool
+	claimed   chan claimResult
+	finished  chan string
+	// awaitClaims: the last scan found only its own unclaimed
+	// executions due, so a claim should trigger the next scan.
+	awaitClaims bool
+}
+
+type claimResult struct {
+	ex  *alorules.Execution
+	err error
+}
+
+// schedule hands up to free due executions to start and returns how long
+// to sleep before looking again (at most maxIdle; storeBackoff after a
+// store error).
+//
+// A claim is one durable write that marks the execution running and the
+// attempt of its next step begun; the worker makes it before anything
+// else, so a crash after it is seen at the next start. Claims are written
+// by the workers rather than here so that they share the store's group
+// commits with each other and with the workers' other writes, instead of
+// paying one commit each in turn.
+func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start func(ex *alorules.Execution, step int)) time.Duration {
+	sc.awaitClaims = false
 	now := r.cfg.Now()
-	due, err := r.cfg.Store.DueExecutions(ctx, now, free)
+	due, err := r.cfg.Store.DueExecutions(ctx, now, free+len(sc.unclaimed))
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Error("list due executions", "err", err)
 		}
 		return storeBackoff
 	}
-	failed := false
+	started, odd := 0, false
 	for _, ex := range due {
-		if inflight[ex.ID] || ex.Status.Final() || ex.Status == alorules.StatusRunning {
+		switch {
+		case started == free:
+			return 0
+		case sc.unclaimed[ex.ID]:
+			continue // our claim is on its way
+		case sc.inflight[ex.ID] || ex.Status.Final() || ex.Status == alorules.StatusRunning:
+			// Not due after all (a stale read); never run it twice.
+			odd = true
 			continue
 		}
-		// The claim is durable before a worker sees the execution, so
-		// the store never offers it again while it runs.
 		ex.Status = alorules.StatusRunning
 		ex.UpdatedAt = now
-		if err := r.cfg.Store.UpdateExecution(ctx, ex); err != nil {
-			if ctx.Err() == nil {
-				r.log.Error("claim execution", "execution_id", ex.ID, "event_id", ex.EventID, "rule", ex.Rule, "err", err)
-			}
-			failed = true
-			continue
+		step := nextStep(ex, 0)
+		if step >= 0 {
+			r.begin(ex, step, now)
 		}
-		inflight[ex.ID] = true
-		start(ex)
+		sc.inflight[ex.ID] = true
+		sc.unclaimed[ex.ID] = true
+		start(ex, step)
+		started++
 	}
-	switch {
-	case failed:
+	if odd {
 		return storeBackoff
-	case len(due) >= free:
-		// Possibly more due: look again as soon as a worker is free
-		// (the free-slot check in Run waits for that).
-		return 0
 	}
 	next, ok, err := r.cfg.Store.NextDue(ctx)
 	switch {
@@ -231,7 +287,42 @@ func (r *Runner) schedule(ctx context.Context, free int, inflight map[string]boo
 	case !ok:
 		return maxIdle
 	}
-	return min(max(next.Sub(r.cfg.Now()), 0), maxIdle)
+	d := next.Sub(r.cfg.Now())
+	if d <= 0 && len(sc.unclaimed) > 0 {
+		// What is due is ours, about to be claimed: the claim wakes
+		// the loop.
+		sc.awaitClaims = true
+		return maxIdle
+	}
+	return min(max(d, 0), maxIdle)
+}
+
+// nextStep returns the first step from index from on that is not done
+// (succeeded, or failed with continue_on_error), or -1. Steps that are done
+// are skipped: that is how an execution resumes after a retry delay, a
+// restart or Runner.Retry.
+func nextStep(ex *alorules.Execution, from int) int {
+	for i := from; i < len(ex.Steps); i++ {
+		if st := ex.Steps[i].Status; st != alorules.StatusSucceeded && st != alorules.StatusFailed {
+			return i
+		}
+	}
+	return -1
+}
+
+// begin marks an attempt of step i started; the caller persists it before
+// the attempt is made, so that a crash can be told from a finished attempt.
+func (r *Runner) begin(ex *alorules.Execution, i int, now time.Time) {
+	st := &ex.Steps[i]
+	if st.Status == alorules.StatusRunning && st.Attempts > 0 {
+		// A crash interrupted this step's last attempt: nobody knows
+		// whether it was delivered, so it is made again, not counted.
+		st.Attempts--
+	}
+	st.Status = alorules.StatusRunning
+	st.Attempts++
+	st.StartedAt = now
+	st.Duration, st.Code, st.Body, st.Error = 0, 0, "", ""
 }
 
 // outcome of one attempt of a step.
@@ -244,58 +335,51 @@ const (
 	stepInterrupted         // shutdown cut the attempt short; not counted
 )
 
-// execute runs ex's unfinished steps in order until one must wait or
-// fails. Steps that succeeded, or failed with continue_on_error, are done
-// and skipped: that is how an execution resumes after a retry delay, a
-// restart, or Runner.Retry.
-func (r *Runner) execute(ctx context.Context, ex *alorules.Execution) {
+// execute runs ex from step (whose attempt was begun and persisted by the
+// claim) until a step must wait or fails. Each write after an attempt also
+// begins the next step's attempt, so a step costs one write.
+func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) {
 	log := r.log.With("execution_id", ex.ID, "event_id", ex.EventID, "rule", ex.Rule)
-	if len(ex.Steps) == 0 {
-		// The engine creates one StepResult per step; none means a bug
-		// upstream, which must not pass for success.
-		r.finish(ctx, log, ex, alorules.StatusFailed, "execution has no steps", -1)
+	if step < 0 {
+		if len(ex.Steps) == 0 {
+			// The engine creates one StepResult per step; none means a
+			// bug upstream, which must not pass for success.
+			r.finish(ctx, log, ex, alorules.StatusFailed, "execution has no steps", -1)
+		} else {
+			r.finish(ctx, log, ex, alorules.StatusSucceeded, "", -1)
+		}
 		return
 	}
-	last := -1 // the step attempted last, reported with the final write
-	for i := range ex.Steps {
+	for i := step; ; {
 		st := &ex.Steps[i]
-		if st.Status == alorules.StatusSucceeded || st.Status == alorules.StatusFailed {
-			continue
-		}
-		if st.Status == alorules.StatusRunning && st.Attempts > 0 {
-			// A crash interrupted this attempt: nobody knows whether it
-			// was delivered, so it is made again without being counted.
-			st.Attempts--
-		}
 		out, delay := r.attempt(ctx, log, ex, i)
-		last = i
-		switch out {
-		case stepSucceeded:
-		case stepFailed:
-			if !st.ContinueOnError {
-				r.finish(ctx, log, ex, alorules.StatusFailed, "step "+stepLabel(*st)+": "+st.Error, i)
-				return
-			}
-		case stepRetrying:
+		switch {
+		case out == stepFailed && !st.ContinueOnError:
+			r.finish(ctx, log, ex, alorules.StatusFailed, "step "+stepLabel(*st)+": "+st.Error, i)
+			return
+		case out == stepRetrying:
 			ex.Status = alorules.StatusRetrying
 			ex.NextAttemptAt = r.cfg.Now().Add(delay)
 			ex.Error = "step " + stepLabel(*st) + ": " + st.Error
 			r.persist(ctx, log, ex, i)
 			return
-		case stepInterrupted:
+		case out == stepInterrupted:
 			ex.Status = alorules.StatusQueued
 			ex.NextAttemptAt = r.cfg.Now()
 			r.persist(ctx, log, ex, i)
 			return
 		}
-		if i < len(ex.Steps)-1 {
-			// Durable after the attempt, not only before the next one: a
-			// crash in between must not send this step again.
-			r.persist(ctx, log, ex, i)
-			last = -1
+		next := nextStep(ex, i+1)
+		if next < 0 {
+			r.finish(ctx, log, ex, alorules.StatusSucceeded, "", i)
+			return
 		}
+		// One write records this step's result and begins the next
+		// one: a crash before it repeats this step, after it the next.
+		r.begin(ex, next, r.cfg.Now())
+		r.persist(ctx, log, ex, i)
+		i = next
 	}
-	r.finish(ctx, log, ex, alorules.StatusSucceeded, "", last)
 }
 
 // finish ends the execution with a final status; step is the step whose
@@ -329,22 +413,11 @@ func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	}
 }
 
-// attempt makes one attempt of step i: durable "running" first, then
-// render, send and record. It returns the outcome and, for stepRetrying,
-// the delay before the next attempt.
+// attempt makes the attempt of step i that begin started and the caller
+// persisted: render, send and record. It returns the outcome and, for
+// stepRetrying, the delay before the next attempt.
 func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) (outcome, time.Duration) {
 	st := &ex.Steps[i]
-	st.Status = alorules.StatusRunning
-	st.Attempts++
-	st.StartedAt = r.cfg.Now()
-	st.Duration, st.Code, st.Body, st.Error = 0, 0, "", ""
-	ex.UpdatedAt = st.StartedAt
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	err := r.cfg.Store.UpdateExecution(wctx, ex)
-	cancel()
-	if err != nil {
-		log.Error("save execution", "status", ex.Status, "err", err)
-	}
 	start := time.Now()
 	log = log.With("step", i, "attempt", st.Attempts)
 
@@ -374,7 +447,7 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	st.Body = redact(string(res.Body))
 	if err == nil {
 		st.Status = alorules.StatusSucceeded
-		log.Info("step succeeded", "kind", req.Kind, "code", st.Code, "duration", st.Duration)
+		log.Debug("step succeeded", "kind", req.Kind, "code", st.Code, "duration", st.Duration)
 		return stepSucceeded, 0
 	}
 	var se *StepError

@@ -33,7 +33,7 @@ type target struct {
 	handler func(w http.ResponseWriter, r *http.Request, n int)
 }
 
-func newTarget(t *testing.T, handler func(w http.ResponseWriter, r *http.Request, n int)) *target {
+func newTarget(t testing.TB, handler func(w http.ResponseWriter, r *http.Request, n int)) *target {
 	t.Helper()
 	tg := &target{handler: handler}
 	tg.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
