@@ -50,6 +50,9 @@ func doHTTP(ctx context.Context, timeout time.Duration, req Request, env Env) (R
 func buildHTTP(ctx context.Context, req Request, spec *HTTP, env Env) (*http.Request, error) {
 	target := spec.URL
 	headers := map[string]string{}
+	if spec.Connection != "" && (req.Conn == nil || req.Conn.HTTP == nil) {
+		return nil, fmt.Errorf("connection %q is not an http connection", spec.Connection)
+	}
 	if req.Conn != nil && req.Conn.HTTP != nil {
 		target = joinURL(req.Conn.HTTP.BaseURL, spec.Path)
 		for k, v := range req.Conn.HTTP.Headers {

@@ -78,7 +78,15 @@ type RunnerConfig struct {
 // execution's steps run in order; a failed attempt that may succeed later
 // puts the execution back in the store's queue with its NextAttemptAt, so
 // the schedule survives a restart. Delivery is at least once: a step
-// interrupted by a crash runs again, with the same idempotency key.
+// interrupted by a crash runs again, with the same idempotency key, and
+// that interrupted attempt does not count against the retry policy.
+//
+// An execution fails when a step without continue_on_error fails for good;
+// the steps after it are not run and stay queued. A step with
+// continue_on_error that fails is recorded as failed and the next steps
+// run; if they all succeed, the execution succeeds.
+//
+// Run must be called once; Notify and Retry may be called at any time.
 type Runner struct {
 	cfg    RunnerConfig
 	log    *slog.Logger

@@ -443,6 +443,7 @@ func TestDoRejectsInvalidSpecs(t *testing.T) {
 		{"unknown kind", Request{Kind: "fax", Spec: &HTTP{URL: "http://x"}}, `unknown step kind "fax"`},
 		{"no spec", Request{Kind: KindHTTP}, "http: no spec"},
 		{"wrong connection kind", request(KindSlack, &Slack{Connection: "t", Text: "x"}, httpConn("http://x")), "not a slack connection"},
+		{"unresolved connection", request(KindHTTP, &HTTP{Connection: "tickets"}, nil), `connection "tickets" is not an http connection`},
 		{"bad scheme", request(KindHTTP, &HTTP{URL: "file:///etc/passwd"}, nil), `scheme "file"`},
 		{"bad blocks", request(KindSlack, &Slack{Connection: "s", Blocks: []any{map[string]any{"type": 3}}}, slackBotConn("http://x")), "slack: blocks"},
 		{"bot without channel", request(KindSlack, &Slack{Connection: "s", Text: "x"}, &Connection{Slack: &SlackConn{Token: "xoxb-1"}}), "needs a channel"},
