@@ -229,7 +229,7 @@ func TestDedupe(t *testing.T) {
 // batch.
 func holdCommitter(t *testing.T, s *Store) (release func()) {
 	t.Helper()
-	in, out := make(chan struct{}), make(chan struct{})
+	in, out := make(chan struct{}, 1), make(chan struct{})
 	go func() {
 		_ = s.write(ctx, func(*bolt.Tx) error {
 			select {
