@@ -76,27 +76,40 @@ func Do(ctx context.Context, req Request, env Env) (Result, error) {
 		res Result
 		se  *StepError
 	)
-	if req.Spec == nil {
+	switch spec := req.Spec.(type) {
+	case nil:
 		se = permanent(fmt.Errorf("%s: no spec", req.Kind))
-	} else if err := req.Spec.Validate(req.Conn); err != nil {
-		se = permanent(err)
-	} else {
-		switch req.Kind {
-		case KindHTTP:
-			res, se = doHTTP(ctx, timeout, req, env)
-		case KindSlack:
-			res, se = doSlack(ctx, timeout, req, env)
-		case KindALO:
-			res, se = doALO(ctx, timeout, req, env)
-		default:
-			se = permanent(fmt.Errorf("unknown step kind %q", req.Kind))
+	case *HTTP:
+		if se = checkSpec(req, KindHTTP); se == nil {
+			res, se = doHTTP(ctx, timeout, req, spec, env)
 		}
+	case *Slack:
+		if se = checkSpec(req, KindSlack); se == nil {
+			res, se = doSlack(ctx, timeout, req, spec, env)
+		}
+	case *ALO:
+		if se = checkSpec(req, KindALO); se == nil {
+			res, se = doALO(ctx, timeout, req, spec, env)
+		}
+	default:
+		se = permanent(fmt.Errorf("unknown step kind %q", req.Kind))
 	}
 	if se == nil {
 		return res, nil
 	}
 	se.Err = redactError(redactorFor(req), se.Err)
 	return res, se
+}
+
+// checkSpec validates req's spec, which is of kind, against its connection.
+func checkSpec(req Request, kind string) *StepError {
+	if req.Kind != kind {
+		return permanent(fmt.Errorf("unknown step kind %q for a %s spec", req.Kind, kind))
+	}
+	if err := req.Spec.Validate(req.Conn); err != nil {
+		return permanent(err)
+	}
+	return nil
 }
 
 // StepTimeout is the time one attempt of req may take: the step's own

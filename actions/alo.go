@@ -14,8 +14,7 @@ import (
 
 // doALO calls the ALO Platform API through alo.Client with our guarded
 // HTTP client: one of post_message, post_direct_message or request.
-func doALO(ctx context.Context, timeout time.Duration, req Request, env Env) (Result, *StepError) {
-	spec := req.Spec.(*ALO)
+func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, env Env) (Result, *StepError) {
 	conn := req.Conn
 	if conn == nil || conn.ALO == nil {
 		return Result{}, permanent(errors.New("alo: needs an alo connection"))

@@ -19,8 +19,7 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 
 // doHTTP sends an http step: a connection's base_url plus path, or a full
 // url.
-func doHTTP(ctx context.Context, timeout time.Duration, req Request, env Env) (Result, *StepError) {
-	spec := req.Spec.(*HTTP)
+func doHTTP(ctx context.Context, timeout time.Duration, req Request, spec *HTTP, env Env) (Result, *StepError) {
 	hreq, err := buildHTTP(ctx, req, spec, env)
 	if err != nil {
 		return Result{}, permanent(fmt.Errorf("http: %w", err))

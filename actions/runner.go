@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -424,10 +425,21 @@ func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 // attempt makes the attempt of step i that begin started and the caller
 // persisted: render, send and record. It returns the outcome and, for
 // stepRetrying, the delay before the next attempt.
-func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) (outcome, time.Duration) {
+func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) (out outcome, delay time.Duration) {
 	st := &ex.Steps[i]
 	start := time.Now()
 	log = log.With("step", i, "attempt", st.Attempts)
+	defer func() {
+		// A bug in a renderer or a client must cost one step, not the
+		// process and every execution in flight with it.
+		if p := recover(); p != nil {
+			st.Duration = time.Since(start)
+			st.Status = alorules.StatusFailed
+			st.Error = fmt.Sprintf("internal error: %v", p)
+			log.Error("step panicked", "kind", st.Kind, "err", st.Error, "stack", string(debug.Stack()))
+			out, delay = stepFailed, 0
+		}
+	}()
 
 	req, err := r.cfg.Renderer.RenderStep(ctx, ex, i)
 	if err != nil {

@@ -239,14 +239,20 @@ func TestRunnerContinueOnError(t *testing.T) {
 func TestRunnerRenderErrorFailsStep(t *testing.T) {
 	s, _ := newStore(t)
 	rnd := &testRenderer{rules: map[string][]func(*alorules.Execution) (Request, error){
-		"r": {func(*alorules.Execution) (Request, error) { return Request{}, errors.New(`unknown name "evnt"`) }},
+		"r":     {func(*alorules.Execution) (Request, error) { return Request{}, errors.New(`unknown name "evnt"`) }},
+		"panic": {func(*alorules.Execution) (Request, error) { panic("renderer bug") }},
 	}}
 	ex := newExecution("r", "ev1", []string{KindHTTP}, nil, alorules.RetryPolicy{Attempts: 5}, time.Time{})
-	addExecutions(t, s, ex)
+	bug := newExecution("panic", "ev1", []string{KindHTTP}, nil, alorules.RetryPolicy{Attempts: 5}, time.Time{})
+	addExecutions(t, s, ex, bug)
 	startRunner(t, RunnerConfig{Store: s, Renderer: rnd})
 	got := waitExecution(t, s, ex.ID, hasStatus(alorules.StatusFailed))
 	if st := got.Steps[0]; st.Error != `render: unknown name "evnt"` || st.Attempts != 1 {
 		t.Errorf("got %q after %d attempts, want the render error after 1", st.Error, st.Attempts)
+	}
+	got = waitExecution(t, s, bug.ID, hasStatus(alorules.StatusFailed))
+	if st := got.Steps[0]; st.Error != "internal error: renderer bug" {
+		t.Errorf("got %q, want the panic recorded as the step's error", st.Error)
 	}
 }
 

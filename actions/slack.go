@@ -19,8 +19,7 @@ var slackRateLimited = map[string]bool{"ratelimited": true, "rate_limited": true
 // doSlack posts a slack step through an incoming webhook or, with a bot
 // token, chat.postMessage. The requests go through slack-go with our
 // guarded client; a recorder keeps the raw answer for the step's record.
-func doSlack(ctx context.Context, timeout time.Duration, req Request, env Env) (Result, *StepError) {
-	spec := req.Spec.(*Slack)
+func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slack, env Env) (Result, *StepError) {
 	conn := req.Conn
 	if conn == nil || conn.Slack == nil {
 		return Result{}, permanent(errors.New("slack: needs a slack connection"))
