@@ -112,80 +112,105 @@ type dedupeRec struct {
 // A zero ReceivedAt is set to now. Concurrent calls share commits; the
 // event is durable when SaveEvent returns.
 func (s *Store) SaveEvent(ctx context.Context, ev *alorules.Event, dedupe []DedupeKey) (id string, duplicate bool, err error) {
-	if ev.ReceivedAt.IsZero() {
-		ev.ReceivedAt = time.Now()
-	}
-	id = s.newID(ev.ReceivedAt)
-	rec := *ev
-	rec.ID = id
-	val, err := encodeEvent(&rec)
+	w, err := s.newEventWrite(ev, dedupe)
 	if err != nil {
 		return "", false, fmt.Errorf("save event: %w", err)
 	}
-	now := unixNanos(ev.ReceivedAt)
-	keys := make([]dedupeRec, 0, len(dedupe))
+	if err := s.write(ctx, w.apply); err != nil {
+		return "", false, fmt.Errorf("save event: %w", err)
+	}
+	if w.duplicate {
+		return w.original, true, nil
+	}
+	ev.ID = w.id
+	return w.id, false, nil
+}
+
+// eventWrite is one prepared SaveEvent. Everything that can be computed
+// outside the transaction is, so the committer only looks up and puts.
+type eventWrite struct {
+	id        string
+	val       []byte
+	typeKey   []byte
+	keys      []dedupeRec
+	now       int64 // ReceivedAt in unix nanos: dedupe records expire against it
+	handshake bool
+
+	// Results of apply.
+	original  string
+	duplicate bool
+}
+
+func (s *Store) newEventWrite(ev *alorules.Event, dedupe []DedupeKey) (*eventWrite, error) {
+	if ev.ReceivedAt.IsZero() {
+		ev.ReceivedAt = time.Now()
+	}
+	w := &eventWrite{id: s.newID(ev.ReceivedAt), now: unixNanos(ev.ReceivedAt), handshake: ev.Handshake}
+	rec := *ev
+	rec.ID = w.id
+	var err error
+	if w.val, err = encodeEvent(&rec); err != nil {
+		return nil, err
+	}
+	w.typeKey = cat(pfx(ev.Type), []byte(w.id))
 	for _, d := range dedupe {
 		if d.Key == "" {
 			continue
 		}
 		exp := int64(1<<63 - 1)
 		if d.TTL > 0 {
-			exp = now + int64(d.TTL)
+			exp = w.now + int64(d.TTL)
 		}
-		keys = append(keys, dedupeRec{key: name(d.Key), expires: exp})
+		w.keys = append(w.keys, dedupeRec{key: name(d.Key), expires: exp})
 	}
-	idb := []byte(id)
-	typeKey := cat(pfx(ev.Type), idb)
+	return w, nil
+}
 
-	var orig string
-	err = s.write(ctx, func(tx *bolt.Tx) error {
-		orig, duplicate = "", false
-		dd := tx.Bucket(bDedupe)
-		for _, k := range keys {
-			v := dd.Get(k.key)
-			if v == nil || getU64(v) <= now {
-				continue
-			}
-			orig, duplicate = string(v[8:]), true
-			if orig == id {
-				// Run again after this very request committed:
-				// nothing more to do, and it is no duplicate.
-				duplicate = false
-			}
+// apply is the transaction part of SaveEvent. It sees the writes of
+// earlier requests in the same batch, so of two identical deliveries in one
+// batch the second is the duplicate. It is safe to run again.
+func (w *eventWrite) apply(tx *bolt.Tx) error {
+	w.original, w.duplicate = "", false
+	idb := []byte(w.id)
+	if tx.Bucket(bEvents).Get(idb) != nil {
+		return nil // run again after it committed
+	}
+	dd := tx.Bucket(bDedupe)
+	for _, k := range w.keys {
+		v := dd.Get(k.key)
+		if v == nil || getU64(v) <= w.now {
+			continue
+		}
+		if string(v[8:]) == w.id {
+			// Run again after this very write committed: done.
 			return nil
 		}
-		if err := tx.Bucket(bEvents).Put(idb, val); err != nil {
+		w.original, w.duplicate = string(v[8:]), true
+		return nil
+	}
+	if err := appendOnly(tx, bEvents).Put(idb, w.val); err != nil {
+		return err
+	}
+	if err := appendOnly(tx, bEvType).Put(w.typeKey, nil); err != nil {
+		return err
+	}
+	for _, k := range w.keys {
+		if err := putDedupe(tx, k, idb); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bEvType).Put(typeKey, nil); err != nil {
+	}
+	if !w.handshake {
+		if err := appendOnly(tx, bPending).Put(idb, nil); err != nil {
 			return err
 		}
-		for _, k := range keys {
-			if err := putDedupe(tx, k, idb); err != nil {
-				return err
-			}
-		}
-		if !ev.Handshake {
-			if err := tx.Bucket(bPending).Put(idb, nil); err != nil {
-				return err
-			}
-		}
-		return addCount(tx, countEvents, 1)
-	})
-	if err != nil {
-		return "", false, fmt.Errorf("save event: %w", err)
 	}
-	if duplicate {
-		return orig, true, nil
-	}
-	ev.ID = id
-	return id, false, nil
+	return addCount(tx, countEvents, 1)
 }
 
 // putDedupe records key k for event id, replacing an expired record of the
 // same key together with its expiry and by-event entries.
 func putDedupe(tx *bolt.Tx, k dedupeRec, id []byte) error {
-	dd, exp, byEv := tx.Bucket(bDedupe), tx.Bucket(bDedupeExp), tx.Bucket(bDedupeEv)
+	dd, exp, byEv := tx.Bucket(bDedupe), appendOnly(tx, bDedupeExp), appendOnly(tx, bDedupeEv)
 	if old := bytes.Clone(dd.Get(k.key)); old != nil {
 		if err := exp.Delete(cat(old[:8], k.key)); err != nil {
 			return err

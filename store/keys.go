@@ -169,3 +169,14 @@ func eachAsc(b *bolt.Bucket, p, start []byte, fn func(rest, v []byte) (bool, err
 	}
 	return nil
 }
+
+// appendOnly returns a bucket whose keys arrive mostly in increasing order
+// (ids, times), set to fill its pages before splitting them. bbolt splits
+// at half a page by default, which suits random inserts; for appends it
+// leaves every page half empty, so the file and every commit's writes are
+// twice as large as they need be.
+func appendOnly(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	b.FillPercent = 0.95
+	return b
+}
