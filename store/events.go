@@ -204,7 +204,7 @@ func (w *eventWrite) apply(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	return addCount(tx, countEvents, 1)
+	return addEventCount(tx, idb, 1)
 }
 
 // putDedupe records key k for event id, replacing an expired record of the
@@ -322,20 +322,30 @@ func (s *Store) PendingEvents(ctx context.Context, limit int) ([]*alorules.Event
 	return evs, nil
 }
 
-// EventCountSince counts the events received at or after t. It seeks to
-// the first id of t and counts keys from there, reading no records.
+// EventCountSince counts the events received at or after t. It walks the
+// keys of t's partial hour from a cursor seek and adds hourly counters for
+// the rest, reading no records.
 func (s *Store) EventCountSince(ctx context.Context, t time.Time) (int, error) {
-	n := 0
+	n := int64(0)
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		n = 0
+		from := unixNanos(t)
+		full := hourNanos(t) // first hour counted whole
+		if full < from {
+			full += int64(time.Hour)
+		}
+		end := []byte(encodeID(full, 0))
 		c := tx.Bucket(bEvents).Cursor()
-		for k, _ := c.Seek([]byte(idFloor(t))); k != nil; k, _ = c.Next() {
+		for k, _ := c.Seek([]byte(encodeID(from, 0))); k != nil && bytes.Compare(k, end) < 0; k, _ = c.Next() {
 			n++
 		}
-		return nil
+		return eachAsc(tx.Bucket(bCounts), []byte(countEventHour), u64(full), func(_, v []byte) (bool, error) {
+			n += getU64(v)
+			return true, nil
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count events: %w", err)
 	}
-	return n, nil
+	return int(n), nil
 }

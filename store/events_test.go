@@ -407,25 +407,36 @@ func TestEventCountSince(t *testing.T) {
 	s := openTest(t)
 	allowPast(s)
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var times []time.Time
 	for i := range 10 {
-		mustSave(t, s, newEvent("a", base.Add(time.Duration(i)*time.Hour)))
+		at := base.Add(time.Duration(i)*time.Hour + time.Duration(i*7)*time.Minute)
+		times = append(times, at, at.Add(time.Second))
+		mustSave(t, s, newEvent("a", at))
+		mustSave(t, s, newEvent("a", at.Add(time.Second)))
 	}
-	for _, tt := range []struct {
-		since time.Time
-		want  int
-	}{
-		{time.Time{}, 10},
-		{base, 10},
-		{base.Add(time.Nanosecond), 9},
-		{base.Add(7 * time.Hour), 3},
-		{base.Add(24 * time.Hour), 0},
+	for _, since := range []time.Time{
+		{},
+		base,
+		base.Add(time.Nanosecond),
+		base.Add(time.Second),
+		base.Add(time.Hour),
+		base.Add(time.Hour + 7*time.Minute + time.Second),
+		base.Add(7*time.Hour + 30*time.Minute),
+		base.Add(9*time.Hour + 63*time.Minute),
+		base.Add(24 * time.Hour),
 	} {
-		got, err := s.EventCountSince(ctx, tt.since)
+		want := 0
+		for _, at := range times {
+			if !at.Before(since) {
+				want++
+			}
+		}
+		got, err := s.EventCountSince(ctx, since)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != tt.want {
-			t.Errorf("EventCountSince(%v): got %d, want %d", tt.since, got, tt.want)
+		if got != want {
+			t.Errorf("EventCountSince(%v): got %d, want %d", since, got, want)
 		}
 	}
 }

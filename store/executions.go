@@ -103,13 +103,14 @@ func execIndex(ex *alorules.Execution) [][2][]byte {
 // putExecIndex adds ex's index entries and its status count.
 func putExecIndex(tx *bolt.Tx, ex *alorules.Execution) error {
 	for _, e := range execIndex(ex) {
-		if err := tx.Bucket(e[0]).Put(e[1], nil); err != nil {
+		// Ids and due times mostly grow: fill pages before splitting.
+		if err := appendOnly(tx, e[0]).Put(e[1], nil); err != nil {
 			return err
 		}
 	}
 	// The by-event entry carries the status, so retention can tell an
 	// event with unfinished work without loading its executions.
-	if err := tx.Bucket(bExEvent).Put(cat(pfx(ex.EventID), []byte(ex.ID)), []byte(ex.Status)); err != nil {
+	if err := appendOnly(tx, bExEvent).Put(cat(pfx(ex.EventID), []byte(ex.ID)), []byte(ex.Status)); err != nil {
 		return err
 	}
 	return addCount(tx, countStatusPrefix+string(ex.Status), 1)
@@ -144,7 +145,7 @@ func insertExec(tx *bolt.Tx, ex *alorules.Execution, val []byte) (bool, error) {
 			return false, err
 		}
 	}
-	if err := b.Put([]byte(ex.ID), val); err != nil {
+	if err := appendOnly(tx, bExecs).Put([]byte(ex.ID), val); err != nil {
 		return false, err
 	}
 	return true, putExecIndex(tx, ex)

@@ -43,7 +43,11 @@ var allBuckets = [][]byte{
 
 // Counter names in bCounts.
 const (
-	countEvents       = "events"
+	countEvents = "events"
+	// countEventHour+8-byte hour nanos counts the events whose id falls in
+	// that hour, so that "events in the last day" adds 24 counters
+	// instead of walking every key.
+	countEventHour    = "evhour:"
 	countStatusPrefix = "status:"
 )
 
@@ -107,6 +111,9 @@ func getU64(b []byte) int64 {
 func addCount(tx *bolt.Tx, key string, delta int64) error {
 	b := tx.Bucket(bCounts)
 	n := getU64(b.Get([]byte(key))) + delta
+	if n == 0 {
+		return b.Delete([]byte(key))
+	}
 	return b.Put([]byte(key), u64(n))
 }
 
@@ -179,4 +186,17 @@ func appendOnly(tx *bolt.Tx, name []byte) *bolt.Bucket {
 	b := tx.Bucket(name)
 	b.FillPercent = 0.95
 	return b
+}
+
+// addEventCount counts one event more (or less) in total and in the hour of
+// its id.
+func addEventCount(tx *bolt.Tx, id []byte, delta int64) error {
+	if err := addCount(tx, countEvents, delta); err != nil {
+		return err
+	}
+	t, ok := IDTime(string(id))
+	if !ok {
+		return nil
+	}
+	return addCount(tx, countEventHour+string(u64(hourNanos(t))), delta)
 }

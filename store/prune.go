@@ -158,7 +158,7 @@ func deleteEvent(tx *bolt.Tx, id []byte) error {
 			return err
 		}
 	}
-	return addCount(tx, countEvents, -1)
+	return addEventCount(tx, id, -1)
 }
 
 // sweep drops expired dedupe records and throttle keys, and hourly rule

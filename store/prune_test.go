@@ -129,6 +129,12 @@ func (f *pruneFixture) check(t *testing.T, remain []int) {
 	if fmt.Sprint(gotIDs) != fmt.Sprint(wantIDs) {
 		t.Errorf("events: got %v, want %v", gotIDs, wantIDs)
 	}
+	if n, err := f.s.EventCountSince(ctx, time.Time{}); err != nil || n != len(remain) {
+		t.Errorf("EventCountSince: got %d, %v; want %d", n, err, len(remain))
+	}
+	if n, err := f.s.EventCountSince(ctx, f.base.Add(15*time.Hour+time.Minute)); err != nil || n != 4 {
+		t.Errorf("EventCountSince(base+15h1m): got %d, %v; want 4 (events 16-19)", n, err)
+	}
 	checkExecIndexes(t, f.s)
 }
 
@@ -187,7 +193,7 @@ func TestPruneManyBatches(t *testing.T) {
 	allowPast(s)
 	base := time.Now().Add(-time.Hour)
 	// Saved concurrently in shared commits to keep the test quick.
-	const n = 1234
+	const n = 620 // more than one transaction of pruneBatch
 	ids := make([]string, n)
 	evs := make([]*alorules.Event, n)
 	for i := range evs {
@@ -208,9 +214,13 @@ func TestPruneManyBatches(t *testing.T) {
 	for range 8 {
 		<-done
 	}
-	removed, err := s.Prune(ctx, time.Time{}, 100)
+	commits := s.commits.Load()
+	removed, err := s.Prune(ctx, time.Time{}, 100) // 520 to delete: two transactions
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := s.commits.Load() - commits; got < 2+2 {
+		t.Errorf("prune transactions: got %d, want at least 2 for events and 2 for sweeps", got)
 	}
 	if removed != n-100 {
 		t.Errorf("removed: got %d, want %d", removed, n-100)
@@ -220,7 +230,7 @@ func TestPruneManyBatches(t *testing.T) {
 			t.Errorf("bucket %s: got %d, want %d", b, got, want)
 		}
 	}
-	if got, _ := s.EventCountSince(ctx, time.Time{}); got != 100 {
+	if got, _ := s.EventCountSince(ctx, base.Add(-time.Hour)); got != 100 {
 		t.Errorf("events left: got %d, want 100", got)
 	}
 	slices.Sort(ids)

@@ -32,6 +32,9 @@ import (
 // a file written by a newer schema rather than misreading it.
 const schemaVersion = 1
 
+// initialMmap is 1 GiB where address space is plentiful.
+const initialMmap = (strconv.IntSize / 64) << 30
+
 // ErrLocked reports that the store file is held by another process (or by
 // another open handle in this one).
 var ErrLocked = errors.New("locked by another process")
@@ -74,6 +77,11 @@ func Open(path string, opt Options) (*Store, error) {
 		// The hashmap freelist stays fast when a long-lived file has many
 		// free pages (after retention pruning).
 		FreelistType: bolt.FreelistMapType,
+		// Growing the map waits for every read transaction to end, so a
+		// long Backup to a slow client would stall ingress. Mapping 1 GiB
+		// of address space up front (the file does not grow with it)
+		// makes that rare.
+		InitialMmapSize: initialMmap,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: %w (timeout %s)", path, ErrLocked, timeout)

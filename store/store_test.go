@@ -214,3 +214,54 @@ func TestBackup(t *testing.T) {
 		t.Errorf("Size: got %d, want > 0", s.Size())
 	}
 }
+
+func TestBackupWhileWriting(t *testing.T) {
+	s := openTest(t)
+	for range 50 {
+		mustSave(t, s, newEvent("a", time.Now()))
+	}
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+			mustSave(t, s, newEvent("a", time.Now()))
+			n++
+		}
+	}()
+	var buf bytes.Buffer
+	_, err := s.Backup(&buf)
+	close(stop)
+	written := <-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Check(); err != nil {
+		t.Errorf("check backup: %v", err)
+	}
+	n, err := b.EventCountSince(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 50 || n > 50+written {
+		t.Errorf("events in backup: got %d, want between 50 and %d", n, 50+written)
+	}
+	if got := bucketLen(t, b, bEvents); got != n {
+		t.Errorf("event keys in backup: got %d, counter says %d", got, n)
+	}
+}
