@@ -1,0 +1,327 @@
+package web
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"gopkg.in/yaml.v3"
+
+	"alorules"
+	"alorules/engine"
+	"alorules/store"
+)
+
+// The playground tries a condition or candidate rules against stored
+// events through Admin.TestRules: nothing is stored or sent. A bare
+// condition is wrapped into a one-rule file with no steps, which the
+// engine accepts (a rule without "do" only records that it matched).
+
+const (
+	defaultPlaygroundN = 50
+	maxPlaygroundN     = 200
+	// playgroundRule names the rule a bare condition is wrapped in.
+	playgroundRule = "playground"
+)
+
+type playgroundData struct {
+	Mode    string // "if" or "rules": which form ran
+	If      string
+	Rules   string
+	Type    string
+	N       int
+	EventID string
+	Types   []string
+
+	Ran      bool
+	NoEvents bool
+	Issues   []issueView
+	Warnings []issueView
+	Hash     string
+	Rows     []playgroundRow
+	Summary  []ruleSummary
+	Tested   int
+}
+
+type playgroundRow struct {
+	Event   *alorules.Event
+	Results []engine.TestRule
+	Matched bool
+}
+
+type ruleSummary struct {
+	Rule             string
+	Matched, Errored int
+}
+
+// issueView is an engine issue placed in what the user typed.
+type issueView struct {
+	engine.Issue
+	// Line is the line in the user's text (0: outside it, in the loaded
+	// file's connections or defaults that candidate rules are tested with).
+	Line    int
+	Column  int    // from the message's "(column N)", 0 if none
+	Snippet string // the user's line
+	Caret   string // spaces and a ^ under the column (conditions only)
+}
+
+// playgroundPage is GET /playground (condition in ?if=, so a link to a
+// result can be shared) and POST /playground (candidate rules, which may
+// be too long for a URL).
+func (a *Admin) playgroundPage(c echo.Context) error {
+	d := playgroundData{Mode: "if", N: defaultPlaygroundN, Types: eventTypes,
+		If: c.FormValue("if"), Rules: c.FormValue("rules"), Type: c.FormValue("type"),
+		EventID: strings.TrimSpace(c.FormValue("event"))}
+	if v := c.FormValue("n"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPlaygroundN {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("n: want a whole number from 1 to %d", maxPlaygroundN))
+		}
+		d.N = n
+	}
+	if c.Request().Method == http.MethodPost {
+		d.Mode = c.FormValue("mode")
+	}
+	if d.Rules == "" {
+		d.Rules = a.exampleRule()
+	}
+	var src string
+	var lineOf func(int) int
+	switch {
+	case d.Mode == "rules" && strings.TrimSpace(d.Rules) != "" && c.Request().Method == http.MethodPost:
+		src, lineOf = a.candidateFile(d.Rules)
+	case d.Mode == "if" && strings.TrimSpace(d.If) != "":
+		var first int
+		src, first = conditionFile(d.If)
+		lineOf = func(l int) int { return l - first }
+	default:
+		return a.render(c, http.StatusOK, "playground", "Playground", "playground", d)
+	}
+	if err := a.runPlayground(c, &d, src, lineOf); err != nil {
+		return err
+	}
+	return a.render(c, http.StatusOK, "playground", "Playground", "playground", d)
+}
+
+func (a *Admin) runPlayground(c echo.Context, d *playgroundData, src string, lineOf func(int) int) error {
+	ctx := c.Request().Context()
+	d.Ran = true
+	var evs []*alorules.Event
+	if d.EventID != "" {
+		ev, err := a.Store.Event(ctx, d.EventID)
+		if err != nil {
+			return err
+		}
+		evs = []*alorules.Event{ev}
+	} else {
+		list, _, err := a.Store.Events(ctx, store.EventFilter{Type: d.Type, Limit: d.N})
+		if err != nil {
+			return err
+		}
+		for _, ev := range list {
+			if !ev.Handshake {
+				evs = append(evs, ev)
+			}
+		}
+	}
+	byID := make(map[string]*alorules.Event, len(evs))
+	req := RulesTestRequest{Rules: src}
+	for _, ev := range evs {
+		byID[ev.ID] = ev
+		req.EventIDs = append(req.EventIDs, ev.ID)
+	}
+	if len(evs) == 0 {
+		// TestRules wants events; still show what is wrong with the rules.
+		d.NoEvents = true
+		req.Event = []byte(`{"type":"action_created"}`)
+	}
+	res, err := a.TestRules(ctx, req)
+	if err != nil {
+		return err
+	}
+	userLines := strings.Split(strings.TrimSpace(d.If), "\n")
+	if d.Mode == "rules" {
+		userLines = strings.Split(d.Rules, "\n")
+	}
+	d.Issues = placeIssues(res.Issues, lineOf, userLines, d.Mode == "if")
+	d.Warnings = placeIssues(res.Warnings, lineOf, userLines, d.Mode == "if")
+	d.Hash = res.Hash
+	if len(res.Issues) > 0 || d.NoEvents {
+		return nil
+	}
+	sums := map[string]*ruleSummary{}
+	var order []string // rules in file order, as first seen
+	for _, tr := range res.Results {
+		row := playgroundRow{Event: byID[tr.EventID], Results: tr.Results}
+		if row.Event == nil {
+			continue
+		}
+		for _, r := range tr.Results {
+			s := sums[r.Rule]
+			if s == nil {
+				s = &ruleSummary{Rule: r.Rule}
+				sums[r.Rule] = s
+				order = append(order, r.Rule)
+			}
+			switch r.Outcome {
+			case alorules.OutcomeMatched:
+				s.Matched++
+				row.Matched = true
+			case alorules.OutcomeError:
+				s.Errored++
+			}
+		}
+		d.Rows = append(d.Rows, row)
+	}
+	for _, name := range order {
+		d.Summary = append(d.Summary, *sums[name])
+	}
+	d.Tested = len(d.Rows)
+	return nil
+}
+
+var columnRE = regexp.MustCompile(`\(column (\d+)\)`)
+
+// placeIssues maps issues from the file the engine saw back to the lines
+// the user typed; for a bare condition it also draws a caret under the
+// column, since the condition is all there is on those lines.
+func placeIssues(list []engine.Issue, lineOf func(int) int, lines []string, caret bool) []issueView {
+	var out []issueView
+	for _, is := range list {
+		v := issueView{Issue: is}
+		if is.Line > 0 {
+			if l := lineOf(is.Line); l >= 1 && l <= len(lines) {
+				v.Line = l
+				v.Snippet = strings.TrimRight(lines[l-1], "\r")
+			}
+		}
+		if m := columnRE.FindStringSubmatch(is.Msg); m != nil {
+			v.Column, _ = strconv.Atoi(m[1])
+		}
+		if caret && v.Line > 0 && v.Column > 0 {
+			v.Caret = strings.Repeat(" ", v.Column-1) + "^"
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// conditionFile wraps a bare condition into a rules file with one rule
+// and no steps. The condition goes in a block scalar, so that quotes in it
+// need no escaping and its lines map one to one: line i of the condition
+// is line first+i of the file.
+func conditionFile(cond string) (src string, first int) {
+	var b strings.Builder
+	b.WriteString("version: 1\nrules:\n  - name: " + playgroundRule + "\n    if: |-\n")
+	first = 4
+	for _, l := range strings.Split(strings.TrimSpace(cond), "\n") {
+		b.WriteString("      ")
+		b.WriteString(strings.TrimRight(l, "\r"))
+		b.WriteString("\n")
+	}
+	return b.String(), first
+}
+
+// candidateFile turns what was pasted into a rules file. A whole file
+// (with a top-level "rules:") is used as is. One rule, or a list of rules,
+// is placed under "rules:" and tested with the loaded file's version,
+// connections and defaults, so that its steps render as they would in
+// production. lineOf maps the file's lines back to the pasted ones.
+func (a *Admin) candidateFile(text string) (string, func(int) int) {
+	same := func(l int) int { return l }
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil || len(doc.Content) == 0 {
+		return text, same // let the engine report the YAML error in place
+	}
+	root := doc.Content[0]
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	var b strings.Builder
+	b.WriteString("rules:\n")
+	switch root.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if root.Content[i].Value == "rules" {
+				return text, same
+			}
+		}
+		// One rule: "  - " before its first line, its other lines
+		// indented to match.
+		for i, l := range lines {
+			if i == 0 {
+				b.WriteString("  - " + l + "\n")
+			} else {
+				b.WriteString("    " + l + "\n")
+			}
+		}
+	case yaml.SequenceNode:
+		for _, l := range lines {
+			b.WriteString("  " + l + "\n")
+		}
+	default:
+		return text, same
+	}
+	b.WriteString(a.loadedPreamble())
+	n := len(lines)
+	return b.String(), func(l int) int {
+		if l-1 > n {
+			return 0
+		}
+		return l - 1
+	}
+}
+
+// loadedPreamble is every top-level section of the loaded rules file but
+// its rules, as YAML ("version: 1" if nothing is loaded).
+func (a *Admin) loadedPreamble() string {
+	fallback := "version: 1\n"
+	rs := a.Rules.Current()
+	if rs == nil {
+		return fallback
+	}
+	var doc yaml.Node
+	if yaml.Unmarshal(rs.Source(), &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return fallback
+	}
+	root := doc.Content[0]
+	keep := &yaml.Node{Kind: yaml.MappingNode}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "rules" {
+			keep.Content = append(keep.Content, root.Content[i], root.Content[i+1])
+		}
+	}
+	out, err := yaml.Marshal(keep)
+	if err != nil || len(keep.Content) == 0 {
+		return fallback
+	}
+	return string(out)
+}
+
+// exampleRule prefills the candidate rules box: the first loaded rule's
+// lines from the file as written, else a skeleton.
+func (a *Admin) exampleRule() string {
+	const skeleton = "name: try-me\non: [action_created]\nif: event.action?.priority == \"Urgent\"\n"
+	rs := a.Rules.Current()
+	if rs == nil {
+		return skeleton
+	}
+	var doc yaml.Node
+	if yaml.Unmarshal(rs.Source(), &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return skeleton
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value != "rules" || root.Content[i+1].Kind != yaml.SequenceNode || len(root.Content[i+1].Content) == 0 {
+			continue
+		}
+		seq := root.Content[i+1]
+		out, err := yaml.Marshal(seq.Content[0])
+		if err != nil {
+			return skeleton
+		}
+		return string(out)
+	}
+	return skeleton
+}
