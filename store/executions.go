@@ -357,9 +357,14 @@ func (s *Store) UpdateExecution(ctx context.Context, ex *alorules.Execution) err
 	if ex.UpdatedAt.IsZero() {
 		ex.UpdatedAt = time.Now()
 	}
+	// Encoded here, not in the committer, which serves everyone.
+	val, err := encodeExec(ex, 0)
+	if err != nil {
+		return fmt.Errorf("update execution %s: %w", ex.ID, err)
+	}
 	upd := *ex
-	err := s.write(ctx, func(tx *bolt.Tx) error {
-		return updateExec(tx, &upd)
+	err = s.write(ctx, func(tx *bolt.Tx) error {
+		return updateExec(tx, &upd, val)
 	})
 	if err != nil {
 		return fmt.Errorf("update execution %s: %w", ex.ID, err)
@@ -367,9 +372,10 @@ func (s *Store) UpdateExecution(ctx context.Context, ex *alorules.Execution) err
 	return nil
 }
 
-// updateExec replaces a stored execution with ex, keeping indexes,
-// counters and failure stats right. Running it twice changes nothing more.
-func updateExec(tx *bolt.Tx, ex *alorules.Execution) error {
+// updateExec replaces a stored execution with ex, encoded in val with no
+// flags, keeping indexes, counters and failure stats right. Running it
+// twice changes nothing more.
+func updateExec(tx *bolt.Tx, ex *alorules.Execution, val []byte) error {
 	old, flags, err := getExec(tx, []byte(ex.ID))
 	if errors.Is(err, alorules.ErrNotFound) {
 		return clean(err)
@@ -386,10 +392,8 @@ func updateExec(tx *bolt.Tx, ex *alorules.Execution) error {
 		}
 		flags |= flagFailureCounted
 	}
-	v, err := encodeExec(ex, flags)
-	if err != nil {
-		return err
-	}
+	v := bytes.Clone(val)
+	v[1] = flags
 	if err := tx.Bucket(bExecs).Put([]byte(ex.ID), v); err != nil {
 		return err
 	}
@@ -423,7 +427,11 @@ func (s *Store) ResetRunning(ctx context.Context) (int, error) {
 			if ex.NextAttemptAt.IsZero() {
 				ex.NextAttemptAt = now
 			}
-			if err := updateExec(tx, ex); err != nil {
+			val, err := encodeExec(ex, 0)
+			if err != nil {
+				return err
+			}
+			if err := updateExec(tx, ex, val); err != nil {
 				return fmt.Errorf("execution %s: %w", id, err)
 			}
 			n++
