@@ -155,7 +155,7 @@ func (g gauges) RulesStatus() engine.Status { return g.app.engine.Status() }
 
 func (a *App) adminRoutes(e *echo.Echo) {
 	a.admin.Routes(e)
-	// UI routes are added when the UI lands.
+	a.admin.UIRoutes(e)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
 }
 
