@@ -61,7 +61,7 @@ func Test(rs *RuleSet, ev *alorules.Event, now time.Time) TestResult {
 				spec, err := rs.renderSpec(m, r, s)
 				switch {
 				case err == nil:
-					ts.Request = redactedJSON(spec, rs.Secrets)
+					ts.Request = redactedJSON(spec, rs.jsonSecrets)
 					if s.usesSteps {
 						ts.Note = "reads steps.<id>: shown with empty results of the earlier steps"
 					}

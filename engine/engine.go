@@ -162,7 +162,8 @@ func emptyRuleSet() *RuleSet {
 		Connections: map[string]*actions.Connection{},
 		hash:        hex.EncodeToString(sum[:]),
 		byName:      map[string]*rule{},
-		byType:      map[string][]int32{},
+		byType:      map[string]*typeIndex{},
+		anyType:     &typeIndex{},
 		loop:        DefaultLoopLimit,
 		guard:       newLoopGuard(),
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -41,29 +42,25 @@ func (rs *RuleSet) Evaluate(ev *alorules.Event, now time.Time, thr Throttles) Ev
 }
 
 func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Time, thr Throttles, guard *loopGuard) Evaluation {
-	var out Evaluation
-	out.Results = make([]alorules.RuleResult, 0, len(rs.rules))
+	ti := rs.byType[alo.NormalizeType(ev.Type)]
+	if ti == nil {
+		ti = rs.anyType
+	}
+	out := Evaluation{Results: slices.Clone(ti.results)}
+	if len(ti.apply) == 0 {
+		return out
+	}
 	payload, perr := decodePayload(ev.Payload)
 	m := newMachine(envInput{Event: ev, Payload: payload, Now: now})
 	defer m.release()
-
-	apply, ok := rs.byType[alo.NormalizeType(ev.Type)]
-	if !ok {
-		apply = rs.anyType
-	}
-	next := 0
-	for i, r := range rs.rules {
-		if next >= len(apply) || int(apply[next]) != i {
-			out.Results = append(out.Results, alorules.RuleResult{Rule: r.name, Outcome: alorules.OutcomeSkipped})
-			continue
-		}
-		next++
-		res := alorules.RuleResult{Rule: r.name}
+	m.fast = newFastState(m.env, rs.paths)
+	for _, i := range ti.apply {
+		r := rs.rules[i]
+		res := &out.Results[i]
 		matched := false
-		switch {
-		case perr != nil && r.cond != nil:
+		if perr != nil && r.cond != nil {
 			res.Outcome, res.Error = alorules.OutcomeError, perr.Error()
-		default:
+		} else {
 			matched, res.Error = rs.test(m, r)
 			res.Outcome = alorules.OutcomeNotMatched
 			if res.Error != "" {
@@ -73,12 +70,12 @@ func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Ti
 		if matched {
 			res.Outcome, res.Error = rs.fire(ctx, m, r, ev, payload, now, thr, guard, &out)
 			if r.stop {
+				// Later rules are not evaluated: they are left out.
 				res.Stopped = true
-				out.Results = append(out.Results, res)
+				out.Results = out.Results[:i+1]
 				break
 			}
 		}
-		out.Results = append(out.Results, res)
 	}
 	return out
 }
@@ -88,6 +85,11 @@ func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Ti
 func (rs *RuleSet) test(m *machine, r *rule) (bool, string) {
 	if r.cond == nil {
 		return true, ""
+	}
+	if r.cond.fast != nil {
+		if v, ok := r.cond.fast(m.fast); ok {
+			return v, ""
+		}
 	}
 	v, err := m.run(r.cond)
 	if err != nil {
@@ -188,7 +190,7 @@ func (rs *RuleSet) execution(m *machine, r *rule, ev *alorules.Event, now time.T
 		sr := alorules.StepResult{Index: i, ID: s.id, Kind: s.kind, ContinueOnError: s.continueOnError, Status: alorules.StatusQueued}
 		if !s.usesSteps {
 			if spec, err := rs.renderSpec(m, r, s); err == nil {
-				sr.Request = redactedJSON(spec, rs.Secrets)
+				sr.Request = redactedJSON(spec, rs.jsonSecrets)
 			}
 		}
 		ex.Steps[i] = sr
@@ -220,42 +222,34 @@ func (rs *RuleSet) renderSpec(m *machine, r *rule, s *step) (actions.Spec, error
 	return spec, nil
 }
 
-// redactedJSON is the spec as recorded: JSON with every secret value
-// replaced inside strings (redacting after marshalling would miss values
-// that JSON escapes).
+// redactedJSON is the spec as recorded: JSON with every secret replaced.
+// The redactor holds the secrets as JSON escapes them, so one marshal and
+// one replace suffice.
 func redactedJSON(spec actions.Spec, red alorules.Redactor) json.RawMessage {
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil
-	}
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil
-	}
-	// No HTML escaping: the record is shown as text, escaped by the UI.
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
+	// No HTML escaping: the record is shown as text, escaped by the UI.
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(redactValue(v, red)); err != nil {
+	if err := enc.Encode(spec); err != nil {
 		return nil
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return json.RawMessage(red.String(string(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))))
 }
 
-func redactValue(v any, red alorules.Redactor) any {
-	switch x := v.(type) {
-	case string:
-		return red.String(x)
-	case map[string]any:
-		for k, e := range x {
-			x[k] = redactValue(e, red)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = redactValue(e, red)
+// jsonRedactor redacts secrets inside JSON text, where they appear
+// escaped.
+func jsonRedactor(secrets []string) alorules.Redactor {
+	escaped := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if enc.Encode(s) == nil {
+			e := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+			escaped = append(escaped, string(e[1:len(e)-1]))
 		}
 	}
-	return v
+	return alorules.NewRedactor(escaped...)
 }
 
 // loopGuard counts firings per rule and key in the current minute. A rule

@@ -2,18 +2,21 @@ package engine
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
+	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/vm"
+	"github.com/expr-lang/expr/vm/runtime"
 
 	"alorules"
 	"alorules/alo"
@@ -41,9 +44,17 @@ const (
 	maxIterations = 1_000_000
 )
 
-// tickName is the hidden function wrapped around every closure body to
-// count iterations; no rule can name it by accident.
-const tickName = "__alorules_tick"
+// Hidden functions the compiler patches into expressions; no rule names
+// them by accident.
+const (
+	// tickName is wrapped around every closure body to count iterations.
+	tickName = "__alorules_tick"
+	// getName, getOptName and endChainName replace member access (a.b,
+	// a?.b) with a fast path for JSON objects; see fetchPatcher.
+	getName      = "__alorules_get"
+	getOptName   = "__alorules_getopt"
+	endChainName = "__alorules_endchain"
+)
 
 // errIterations is raised inside the VM when an expression loops too much.
 var errIterations = fmt.Errorf("iteration budget exceeded (%d closure calls)", maxIterations)
@@ -93,6 +104,9 @@ func buildEnv(in envInput) map[string]any {
 		"received_at": received,
 		"now":         func() time.Time { return now },
 		tickName:      b.tick,
+		getName:       fetch,
+		getOptName:    fetchOptional,
+		endChainName:  endChain,
 	}
 	if in.Steps != nil {
 		env["steps"] = in.Steps
@@ -121,6 +135,8 @@ type program struct {
 	// usesSteps is set when the expression reads steps at all, so it
 	// cannot be rendered before the execution runs.
 	usesSteps bool
+	// fast is the native evaluator of a simple condition, or nil.
+	fast fastBool
 }
 
 // exprError is a compile error with its position inside the expression.
@@ -134,10 +150,86 @@ func (e *exprError) Error() string {
 }
 
 // compile compiles src once, at load. asBool is for conditions.
+// Compiled programs are immutable, so identical expressions share one,
+// across rules and across reloads: a reload recompiles only what changed.
 func compile(src string, templates, asBool bool) (*program, *exprError) {
-	if len(src) > maxExprLen {
-		return nil, &exprError{Line: 1, Column: 1, Msg: fmt.Sprintf("expression is %d bytes, the limit is %d", len(src), maxExprLen)}
+	key := cacheKey{src: src, mode: mode(templates, asBool)}
+	programCache.Lock()
+	c, ok := programCache.m[key]
+	programCache.Unlock()
+	if !ok {
+		cfg := configPools[key.mode].Get().(*conf.Config)
+		c = compileConfig(src, cfg)
+		configPools[key.mode].Put(cfg)
+		programCache.Lock()
+		if len(programCache.m) >= maxCachedPrograms {
+			clear(programCache.m) // simple, and rare: rules do not change that often
+		}
+		programCache.m[key] = c
+		programCache.Unlock()
 	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &program{src: src, prog: c.prog, stepRefs: c.stepRefs, usesSteps: c.usesSteps}, nil
+}
+
+// compileWith compiles without the cache; fastFetch false leaves out the
+// fetch patch, for the differential test.
+func compileWith(src string, templates, asBool, fastFetch bool) (*program, *exprError) {
+	c := compileConfig(src, newConfig(templates, asBool, fastFetch))
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &program{src: src, prog: c.prog, stepRefs: c.stepRefs, usesSteps: c.usesSteps}, nil
+}
+
+// maxCachedPrograms bounds the program cache.
+const maxCachedPrograms = 50_000
+
+type cacheKey struct {
+	src  string
+	mode int
+}
+
+// compiled is a cached compile result, error included.
+type compiled struct {
+	prog      *vm.Program
+	stepRefs  []string
+	usesSteps bool
+	err       *exprError
+}
+
+var programCache = struct {
+	sync.Mutex
+	m map[cacheKey]*compiled
+}{m: map[cacheKey]*compiled{}}
+
+func mode(templates, asBool bool) int {
+	m := 0
+	if templates {
+		m |= 1
+	}
+	if asBool {
+		m |= 2
+	}
+	return m
+}
+
+// configPools hold expr configurations per mode. expr.Compile builds a
+// new one for every expression (copying every builtin), which was a large
+// share of load time; a configuration is reused by one compile at a time.
+var configPools [4]sync.Pool
+
+func init() {
+	for m := range configPools {
+		configPools[m].New = func() any { return newConfig(m&1 != 0, m&2 != 0, true) }
+	}
+}
+
+// newConfig is the expr configuration, as expr.Compile would build it from
+// these options.
+func newConfig(templates, asBool, fastFetch bool) *conf.Config {
 	decl := condDecl
 	if templates {
 		decl = templateDecl
@@ -151,23 +243,54 @@ func compile(src string, templates, asBool bool) (*program, *exprError) {
 		expr.MaxNodes(maxNodes),
 		expr.Patch(tickPatcher{}),
 	}
+	if fastFetch {
+		opts = append(opts, expr.Patch(fetchPatcher{}))
+	}
 	if asBool {
 		opts = append(opts, expr.AsBool())
 	}
-	p, err := expr.Compile(src, opts...)
-	if err != nil {
-		return nil, toExprError(src, err)
+	cfg := conf.CreateNew()
+	for _, op := range opts {
+		op(cfg)
 	}
-	out := &program{src: src, prog: p}
+	for name := range cfg.Disabled {
+		delete(cfg.Builtins, name)
+	}
+	cfg.Check()
+	return cfg
+}
+
+// compileConfig is expr.Compile with a prepared configuration, plus the
+// checks of what expr allows but the engine refuses.
+func compileConfig(src string, cfg *conf.Config) *compiled {
+	if len(src) > maxExprLen {
+		return &compiled{err: &exprError{Line: 1, Column: 1, Msg: fmt.Sprintf("expression is %d bytes, the limit is %d", len(src), maxExprLen)}}
+	}
+	tree, err := checker.ParseCheck(src, cfg)
+	if err != nil {
+		return &compiled{err: toExprError(src, err)}
+	}
+	if cfg.Optimize {
+		if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
+			var fe *file.Error
+			if errors.As(err, &fe) {
+				err = fe.Bind(tree.Source)
+			}
+			return &compiled{err: toExprError(src, err)}
+		}
+	}
+	p, err := compiler.Compile(tree, cfg)
+	if err != nil {
+		return &compiled{err: toExprError(src, err)}
+	}
 	var w inspector
 	node := p.Node()
 	ast.Walk(&node, &w)
 	if w.bigRange != nil {
 		l, c := position(src, w.bigRange.Location().From)
-		return nil, &exprError{Line: l, Column: c, Msg: fmt.Sprintf("range of %d elements is too large (limit %d)", w.bigRangeLen, maxRange)}
+		return &compiled{err: &exprError{Line: l, Column: c, Msg: fmt.Sprintf("range of %d elements is too large (limit %d)", w.bigRangeLen, maxRange)}}
 	}
-	out.stepRefs, out.usesSteps = w.stepRefs, w.usesSteps
-	return out, nil
+	return &compiled{prog: p, stepRefs: w.stepRefs, usesSteps: w.usesSteps}
 }
 
 // toExprError keeps expr's message and turns its position into a column.
@@ -194,7 +317,7 @@ func toExprError(src string, err error) *exprError {
 func envNames() []string {
 	names := make([]string, 0, len(templateDecl))
 	for k := range templateDecl {
-		if k != tickName {
+		if !strings.HasPrefix(k, "__alorules_") {
 			names = append(names, k)
 		}
 	}
@@ -255,15 +378,151 @@ func (w *inspector) Visit(node *ast.Node) {
 		if n.Value == "steps" {
 			w.usesSteps = true
 		}
-	case *ast.MemberNode:
-		id, ok := n.Node.(*ast.IdentifierNode)
+	case *ast.MemberNode, *ast.CallNode:
+		base, prop, ok := member(n)
+		if !ok {
+			return
+		}
+		id, ok := base.(*ast.IdentifierNode)
 		if !ok || id.Value != "steps" {
 			return
 		}
-		if s, ok := n.Property.(*ast.StringNode); ok {
+		if s, ok := prop.(*ast.StringNode); ok {
 			w.stepRefs = append(w.stepRefs, s.Value)
 		}
 	}
+}
+
+// member returns the object and property of a member access, before or
+// after fetchPatcher.
+func member(n ast.Node) (base, prop ast.Node, ok bool) {
+	switch x := n.(type) {
+	case *ast.MemberNode:
+		return x.Node, x.Property, !x.Method
+	case *ast.CallNode:
+		if id, isIdent := x.Callee.(*ast.IdentifierNode); isIdent && (id.Value == getName || id.Value == getOptName) && len(x.Arguments) == 2 {
+			return x.Arguments[0], x.Arguments[1], true
+		}
+	}
+	return nil, nil, false
+}
+
+// fetchPatcher speeds up member access. expr fetches a.b through
+// reflection, which allocates, and payloads are all maps: most of the time
+// of a condition went there. Plain a.b becomes fetch(a, "b"). Optional
+// a?.b, which expr compiles as a jump to the end of the chain when a is
+// nil, becomes fetchOptional(a, "b"), which returns a marker that every
+// later fetch in the chain passes on and endChain turns into nil: the same
+// short-circuit, without the jump. Chains with method calls keep expr's
+// own code. A differential test holds the patched and unpatched results
+// together.
+type fetchPatcher struct{}
+
+func (fetchPatcher) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.MemberNode:
+		if n.Method || n.Optional {
+			return
+		}
+		*node = callNode(getName, n, n.Node, n.Property)
+	case *ast.ChainNode:
+		// Non-optional members below were patched already (the walk is
+		// post-order). Patch the optional ones of this chain unless it
+		// calls a method: a method on the marker would fail where expr
+		// would have skipped the call.
+		optional := false
+		for cur := n.Node; cur != nil; {
+			switch x := cur.(type) {
+			case *ast.MemberNode:
+				if x.Method {
+					return
+				}
+				optional = optional || x.Optional
+				cur = x.Node
+			case *ast.CallNode:
+				if m, ok := x.Callee.(*ast.MemberNode); ok && m.Method {
+					return
+				}
+				if !isCallTo(x, getName) {
+					cur = nil
+					continue
+				}
+				cur = x.Arguments[0]
+			default:
+				cur = nil // the chain's base, or an inner chain
+			}
+		}
+		if optional {
+			n.Node = callNode(endChainName, n, patchOptional(n.Node))
+		}
+	}
+}
+
+// patchOptional replaces the optional members along a chain.
+func patchOptional(n ast.Node) ast.Node {
+	switch x := n.(type) {
+	case *ast.MemberNode:
+		if x.Optional {
+			return callNode(getOptName, x, patchOptional(x.Node), x.Property)
+		}
+	case *ast.CallNode:
+		if isCallTo(x, getName) {
+			x.Arguments[0] = patchOptional(x.Arguments[0])
+		}
+	}
+	return n
+}
+
+func isCallTo(c *ast.CallNode, name string) bool {
+	id, ok := c.Callee.(*ast.IdentifierNode)
+	return ok && id.Value == name
+}
+
+func callNode(name string, at ast.Node, args ...ast.Node) *ast.CallNode {
+	c := &ast.CallNode{Callee: &ast.IdentifierNode{Value: name}, Arguments: args}
+	c.SetLocation(at.Location())
+	c.Callee.SetLocation(at.Location())
+	return c
+}
+
+// chainSkip marks a chain cut short by a?.b with a nil.
+type chainSkip struct{}
+
+var skipped any = &chainSkip{}
+
+// fetch is a.b: a map lookup for JSON objects, expr's own fetch otherwise
+// (same results and errors).
+func fetch(from, key any) any {
+	if m, ok := from.(map[string]any); ok {
+		if k, ok := key.(string); ok {
+			return m[k]
+		}
+	}
+	if from == skipped {
+		return skipped
+	}
+	return runtime.Fetch(from, key)
+}
+
+// fetchOptional is a?.b: the marker when a is nil.
+func fetchOptional(from, key any) any {
+	if m, ok := from.(map[string]any); ok && m != nil {
+		if k, ok := key.(string); ok {
+			return m[k]
+		}
+	}
+	if from == skipped || runtime.IsNil(from) {
+		return skipped
+	}
+	return runtime.Fetch(from, key)
+}
+
+// endChain ends a patched chain: the marker becomes nil.
+func endChain(v any) any {
+	if v == skipped {
+		return nil
+	}
+	return v
 }
 
 // machine runs compiled expressions for one event (or one execution): the
@@ -273,6 +532,7 @@ type machine struct {
 	vm     *vm.VM
 	env    map[string]any
 	budget budget
+	fast   *fastState // for native conditions (matching only)
 }
 
 var vmPool = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: memoryBudget} }}
@@ -313,50 +573,17 @@ func runError(err error) error {
 	return err
 }
 
-// decodePayload decodes JSON so that numbers compare with literals in
-// expressions: integral numbers become int, others float64. Strings stay
-// strings; nothing is ever parsed as a template.
+// decodePayload decodes an event payload (or a step's response body) so
+// that numbers compare with literals in expressions: integral numbers
+// become int, others float64. Strings stay strings; nothing is ever parsed
+// as a template.
 func decodePayload(raw []byte) (any, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return map[string]any{}, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := decodeJSON(raw)
+	if err != nil {
 		return nil, fmt.Errorf("decode payload: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("decode payload: data after the JSON value")
-	}
-	return convertNumbers(v), nil
-}
-
-func convertNumbers(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			x[k] = convertNumbers(e)
-		}
-		return x
-	case []any:
-		for i, e := range x {
-			x[i] = convertNumbers(e)
-		}
-		return x
-	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return int(i)
-		}
-		f, err := x.Float64()
-		if err != nil {
-			// Out of float64 range: keep the digits rather than lose them.
-			return x.String()
-		}
-		if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-			return int(f)
-		}
-		return f
-	}
-	return v
+	return v, nil
 }

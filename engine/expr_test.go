@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,122 @@ rules:
 			if r.Outcome != alorules.OutcomeMatched {
 				t.Errorf("%s: rule %s got %s %s, want matched", raw, r.Rule, r.Outcome, r.Error)
 			}
+		}
+	}
+}
+
+// TestFetchPatchDifferential holds the fast member access to expr's own:
+// the same results and the same errors on every shape of payload.
+func TestFetchPatchDifferential(t *testing.T) {
+	exprs := []string{
+		`event.a`, `event.a.b`, `event.a.b.c`, `event.a?.b`, `event.a?.b.c`, `event.a?.b?.c`,
+		`event?.a.b.c`, `event.a?.b ?? "d"`, `event.a?.b.c ?? "d"`, `event.a.b?.c`, `event.a?.b.c.d`,
+		`event.list[0]`, `event.list?.[0]`, `event.list[-1]`, `event.list[5]`, `event.a?.list?.[0]`,
+		`event.objs?.[0]?.x`, `event.objs[1].x`, `event.s.x`, `event.n.x`, `event.nilv.x`, `event.nilv?.x`,
+		`event["a"]["b"]`, `event[type]`, `$env.event.a`, `event.a?.b[0]`, `len(event.a?.list ?? [])`,
+		`map(event.objs ?? [], .x)`, `filter(event.list ?? [], # > 1)`, `(event.a?.b).c`,
+		`received_at.Year()`, `now().Unix() > 0`, `event.a?.s.missing`, `event.a?.b?.c?.d?.e`,
+		`event.objs?.[0].x`, `event.a?.b == nil`, `event.a?.b.c == 1 || true`, `event?.a?.list[1]`,
+		`{"x": {"y": 2}}.x.y`, `{"x": nil}.x?.y`, `[event.a?.b, event.n]`,
+	}
+	payloads := []string{
+		`{"a":{"b":{"c":1,"d":[]},"list":[1,2],"s":"str"},"list":[1,2,3],"objs":[{"x":1},{"x":2}],"s":"str","n":5,"nilv":null}`,
+		`{"a":null}`,
+		`{"a":{"b":null}}`,
+		`{}`,
+		`{"a":{"b":"text"}}`,
+		`{"a":{"b":[1]},"list":[],"objs":[]}`,
+		`{"a":[1],"list":"notalist","objs":[null]}`,
+	}
+	for _, src := range exprs {
+		fast, err := compileWith(src, false, false, true)
+		if err != nil {
+			t.Errorf("%s: %v", src, err)
+			continue
+		}
+		slow, err := compileWith(src, false, false, false)
+		if err != nil {
+			t.Errorf("%s (unpatched): %v", src, err)
+			continue
+		}
+		for _, body := range payloads {
+			ev := rawEvent(t, `{"type":"action_created"}`)
+			payload, _ := decodePayload([]byte(body))
+			now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+			m1 := newMachine(envInput{Event: ev, Payload: payload, Now: now})
+			got, gerr := m1.run(fast)
+			m1.release()
+			payload, _ = decodePayload([]byte(body))
+			m2 := newMachine(envInput{Event: ev, Payload: payload, Now: now})
+			want, werr := m2.run(slow)
+			m2.release()
+			if (gerr == nil) != (werr == nil) || (gerr != nil && gerr.Error() != werr.Error()) {
+				t.Errorf("%s on %s: got error %v, expr %v", src, body, gerr, werr)
+				continue
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s on %s: got %#v, expr %#v", src, body, got, want)
+			}
+		}
+	}
+}
+
+// TestFastConditionsDifferential holds the native evaluator of simple
+// conditions to the VM: whenever it answers, the VM gives the same answer
+// and no error; conditions of the simple shape do get a native evaluator.
+func TestFastConditionsDifferential(t *testing.T) {
+	conds := []string{
+		`event.a?.b == "x"`, `event.a?.b != "x"`, `event.a.b == "x"`, `event.a?.b?.c == 1`,
+		`event.a?.b == nil`, `event.a?.b != nil`, `event.n > 2`, `event.n >= 5.0`, `event.n < 2.5`,
+		`event.n <= 5`, `event.s < "t"`, `event.a?.b == "x" && event.n > 1`, `event.a?.b == "x" || event.n > 1`,
+		`!(event.a?.b == "x")`, `not (event.n == 5)`, `type == "action_created"`, `event.a?.b == event.s`,
+		`event.f == 2.5`, `event.t == true`, `event.a?.b > 1`, `event.nilv == nil`, `event.nilv.x == 1`,
+		`true && event.a?.b == "x"`, `event.list == nil`, `event.a?.b?.c?.d == "deep"`, `event.n == "5"`,
+	}
+	payloads := []string{
+		`{"a":{"b":"x"},"n":5,"s":"str","f":2.5,"t":true,"nilv":null,"list":[1]}`,
+		`{"a":{"b":{"c":1,"d":"deep"}},"n":1.5,"s":"a"}`,
+		`{"a":null,"n":"5","s":1}`,
+		`{"a":"text","n":null}`,
+		`{}`,
+		`{"a":{"b":{"c":{"d":"deep"}}},"n":-3,"t":false}`,
+	}
+	for _, src := range conds {
+		p, err := compile(src, false, true)
+		if err != nil {
+			t.Errorf("%s: %v", src, err)
+			continue
+		}
+		fc := newFastCompiler()
+		fast := fc.compile(p.prog.Node())
+		if fast == nil {
+			t.Errorf("%s: got no native evaluator, want one", src)
+			continue
+		}
+		for _, body := range payloads {
+			payload, _ := decodePayload([]byte(body))
+			m := newMachine(envInput{Event: rawEvent(t, `{"type":"action_created"}`), Payload: payload, Now: time.Now()})
+			want, werr := m.run(p)
+			got, ok := fast(newFastState(m.env, len(fc.paths)))
+			m.release()
+			if !ok {
+				continue // the VM decides
+			}
+			if werr != nil {
+				t.Errorf("%s on %s: got %v natively, the VM fails with %v", src, body, got, werr)
+			} else if got != want {
+				t.Errorf("%s on %s: got %v natively, the VM says %v", src, body, got, want)
+			}
+		}
+	}
+	// Other shapes stay with the VM.
+	for _, src := range []string{`len(event.list) > 0`, `event.a?.b in ["x", "y"]`, `event.s matches "^s"`, `now() > received_at`} {
+		p, err := compile(src, false, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if newFastCompiler().compile(p.prog.Node()) != nil {
+			t.Errorf("%s: got a native evaluator, want the VM", src)
 		}
 	}
 }

@@ -63,15 +63,18 @@ type RuleSet struct {
 	Connections map[string]*actions.Connection
 	// Secrets redacts every value that came from ${NAME}.
 	Secrets alorules.Redactor
+	// jsonSecrets redacts the same values inside JSON text.
+	jsonSecrets alorules.Redactor
 
 	file     string
 	source   []byte
 	hash     string
 	rules    []*rule
 	byName   map[string]*rule
-	byType   map[string][]int32 // rule indexes that see a type, file order
-	anyType  []int32            // rules without "on"
-	loop     int                // loop_limit
+	byType   map[string]*typeIndex
+	anyType  *typeIndex // for types no rule names: the rules without "on"
+	loop     int        // loop_limit
+	paths    int        // distinct paths read by native conditions
 	guard    *loopGuard
 	warnings []Issue
 }
@@ -176,7 +179,7 @@ func Parse(file string, src []byte, getenv func(string) string) (*RuleSet, []Iss
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}}
+	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}, fast: newFastCompiler()}
 	rs := p.parse(src)
 	sortIssues(p.is.errs)
 	sortIssues(p.is.warnings)
@@ -193,6 +196,7 @@ type parser struct {
 	secrets []string
 	rs      *RuleSet
 	names   map[string]int // every rule name seen, with its line
+	fast    *fastCompiler
 	def     struct {
 		retry   alorules.RetryPolicy
 		timeout time.Duration
@@ -209,7 +213,8 @@ func (p *parser) parse(src []byte) *RuleSet {
 		source:      slices.Clone(src),
 		hash:        hex.EncodeToString(sum[:]),
 		byName:      map[string]*rule{},
-		byType:      map[string][]int32{},
+		byType:      map[string]*typeIndex{},
+		anyType:     &typeIndex{},
 		loop:        DefaultLoopLimit,
 		guard:       newLoopGuard(),
 	}
@@ -272,7 +277,9 @@ func (p *parser) parse(src []byte) *RuleSet {
 	}
 	// Rules may expand ${NAME} in steps too; redact those as well.
 	rs.Secrets = alorules.NewRedactor(p.secrets...)
+	rs.jsonSecrets = jsonRedactor(p.secrets)
 	p.index()
+	rs.paths = len(p.fast.paths)
 	return rs
 }
 
@@ -698,6 +705,7 @@ func (p *parser) condition(r *rule, n *yaml.Node) {
 		p.is.errorf(line, r.name, "if", "%s", err.Error())
 		return
 	}
+	prog.fast = p.fast.compile(prog.prog.Node())
 	r.cond = prog
 }
 
@@ -1120,28 +1128,38 @@ func walkStrings(n tnode, f func(*tstring)) {
 	}
 }
 
+// typeIndex is what matching needs for one event type: the rules that see
+// it, and the results of an event that no rule has looked at yet (every
+// rule skipped, the rest overwritten as they are evaluated).
+type typeIndex struct {
+	apply   []int32
+	results []alorules.RuleResult
+}
+
 // index builds the per-type lists of rules, so that matching an event runs
 // only the rules that can see its type, in file order.
 func (p *parser) index() {
 	rs := p.rs
 	types := slices.Clone(alo.EventTypes)
-	for i, r := range rs.rules {
-		if r.types == nil {
-			rs.anyType = append(rs.anyType, int32(i))
-		}
+	for _, r := range rs.rules {
 		for _, t := range r.types {
 			if !slices.Contains(types, t) {
 				types = append(types, t)
 			}
 		}
 	}
-	for _, t := range types {
-		var list []int32
+	build := func(sees func(*rule) bool) *typeIndex {
+		ti := &typeIndex{results: make([]alorules.RuleResult, len(rs.rules))}
 		for i, r := range rs.rules {
-			if r.types == nil || slices.Contains(r.types, t) {
-				list = append(list, int32(i))
+			ti.results[i] = alorules.RuleResult{Rule: r.name, Outcome: alorules.OutcomeSkipped}
+			if sees(r) {
+				ti.apply = append(ti.apply, int32(i))
 			}
 		}
-		rs.byType[t] = list
+		return ti
+	}
+	rs.anyType = build(func(r *rule) bool { return r.types == nil })
+	for _, t := range types {
+		rs.byType[t] = build(func(r *rule) bool { return r.types == nil || slices.Contains(r.types, t) })
 	}
 }
