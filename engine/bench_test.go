@@ -13,10 +13,11 @@ import (
 	"alorules/alo"
 )
 
-// benchRules generates n rules spread over the five event types. Up to
-// three rules (on action_created) match the sample event and render a
-// Slack step each; the rest are ordinary conditions that do not match.
-func benchRules(n int) string {
+// benchRules generates n rules spread over the five event types. With
+// matches, up to three rules (on action_created) match the sample event
+// and render a Slack step each; the rest are ordinary conditions that do
+// not match.
+func benchRules(n int, matches bool) string {
 	var b strings.Builder
 	b.WriteString(`version: 1
 connections:
@@ -29,7 +30,7 @@ rules:
 	for i := range n {
 		typ := alo.EventTypes[i%len(alo.EventTypes)]
 		cond := fmt.Sprintf(`event.action?.priority == "P%d" && event.action?.status != "Completed"`, i)
-		if i%5 == 0 && i < 15 {
+		if matches && i%5 == 0 && i < 15 {
 			cond = `event.action?.priority == "Urgent" && len(event.action?.tags ?? []) > 2`
 		}
 		fmt.Fprintf(&b, `  - name: rule-%d
@@ -50,19 +51,25 @@ func BenchmarkEvaluate(b *testing.B) {
 		b.Fatalf("sample event is %d bytes, want about 2 KB", len(ev.Payload))
 	}
 	now := time.Now()
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
-			rs := parseString(b, benchRules(n))
-			b.ReportAllocs()
-			start := cpuTime()
-			for b.Loop() {
-				eval := rs.Evaluate(ev, now, nil)
-				if len(eval.Results) != n {
-					b.Fatalf("got %d results", len(eval.Results))
-				}
+	for _, matches := range []bool{false, true} {
+		for _, n := range []int{1, 100, 1000} {
+			name := fmt.Sprintf("rules=%d/matches=0", n)
+			if matches {
+				name = fmt.Sprintf("rules=%d/matches=%d", n, min(n, 3))
 			}
-			reportCPU(b, start)
-		})
+			b.Run(name, func(b *testing.B) {
+				rs := parseString(b, benchRules(n, matches))
+				b.ReportAllocs()
+				start := cpuTime()
+				for b.Loop() {
+					eval := rs.Evaluate(ev, now, nil)
+					if len(eval.Results) != n {
+						b.Fatalf("got %d results", len(eval.Results))
+					}
+				}
+				reportCPU(b, start)
+			})
+		}
 	}
 }
 
@@ -70,7 +77,7 @@ func BenchmarkEvaluate(b *testing.B) {
 // goroutine with its own pooled VM.
 func BenchmarkEvaluateParallel(b *testing.B) {
 	ev := event(b, "large")
-	rs := parseString(b, benchRules(1000))
+	rs := parseString(b, benchRules(1000, true))
 	now := time.Now()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -99,7 +106,7 @@ func BenchmarkDecodePayload(b *testing.B) {
 // usual reload after editing some rules, where unchanged expressions are
 // not compiled again.
 func BenchmarkReload(b *testing.B) {
-	src := []byte(benchRules(1000))
+	src := []byte(benchRules(1000, true))
 	for _, warm := range []bool{false, true} {
 		name := "cold"
 		if warm {
@@ -136,7 +143,7 @@ func reportCPU(b *testing.B, start time.Duration) {
 // run with expr.Run (a new VM each time), no index by type.
 func BenchmarkNaiveBaseline(b *testing.B) {
 	ev := event(b, "large")
-	rs := parseString(b, benchRules(1000))
+	rs := parseString(b, benchRules(1000, false))
 	var progs []*vm.Program
 	for _, r := range rs.rules {
 		p, err := expr.Compile(r.ifSrc, expr.Env(condDecl), expr.AsBool(), expr.DisableBuiltin("type"), expr.DisableBuiltin("now"))

@@ -109,8 +109,11 @@ func TestEngineQueuesExecutions(t *testing.T) {
 	// An event received while the engine was down is matched at start.
 	early := ingest(t, st, event(t, "action_status_changed"))
 
-	var woken atomic.Int32
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, OnExecutions: func() { woken.Add(1) }})
+	var woken, matched atomic.Int32
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv,
+		OnExecutions: func() { woken.Add(1) },
+		OnMatch:      func(*alorules.Event, Evaluation, time.Duration) { matched.Add(1) },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +143,9 @@ func TestEngineQueuesExecutions(t *testing.T) {
 	}
 	if woken.Load() == 0 {
 		t.Error("got no OnExecutions call, want the runner woken")
+	}
+	if got := matched.Load(); got != 2 {
+		t.Errorf("got %d OnMatch calls, want 2", got)
 	}
 	// The source is saved under its hash for rendering after reloads.
 	saved, err := st.RuleSet(context.Background(), m.RuleSetHash)

@@ -15,6 +15,8 @@ var testEnv = map[string]string{
 	"TICKETS_TOKEN": "tickets-token-456",
 	"ALO_API_KEY":   "alo-key-789",
 	"TICKETS_URL":   "https://tickets.example.com",
+	// A secret with characters JSON escapes must be redacted all the same.
+	"WEIRD_TOKEN": "to\"ken&<secret>\\x\u2028y",
 }
 
 func getenv(name string) string { return testEnv[name] }

@@ -243,3 +243,43 @@ func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+func TestSecretsNeverRecorded(t *testing.T) {
+	rs := parseString(t, `version: 1
+connections:
+  api:
+    http: { base_url: "https://api.example.com", headers: { Authorization: "Bearer ${WEIRD_TOKEN}" } }
+rules:
+  - name: a
+    do:
+      - http:
+          connection: api
+          path: /x
+          headers: { X-Token: "${WEIRD_TOKEN}" }
+          json: { token: "${WEIRD_TOKEN}", title: "{{ event.action?.title }}" }
+`)
+	secret := testEnv["WEIRD_TOKEN"]
+	escaped, _ := json.Marshal(secret)
+	leaks := func(what string, b []byte) {
+		t.Helper()
+		for _, form := range []string{secret, string(escaped[1 : len(escaped)-1]), "to\\\"ken"} {
+			if strings.Contains(string(b), form) {
+				t.Errorf("%s leaks the secret (as %q): %s", what, form, b)
+			}
+		}
+		if !strings.Contains(string(b), "<secret>") && !strings.Contains(string(b), `\u003csecret\u003e`) {
+			t.Errorf("%s: got %s, want <secret> in place of the token", what, b)
+		}
+	}
+	res := Test(rs, event(t, "action_created"), time.Now())
+	leaks("test result", res.Results[0].Steps[0].Request)
+	eval := rs.Evaluate(event(t, "action_created"), time.Now(), nil)
+	leaks("execution step request", eval.Executions[0].Steps[0].Request)
+	whole, _ := json.Marshal(res)
+	leaks("test result as JSON", whole)
+	// The spec sent on the wire does carry the real value.
+	spec := render(t, rs, "a", "action_created")[0].(*actions.HTTP)
+	if spec.Headers["X-Token"] != secret {
+		t.Errorf("got header %q, want the real token on the wire", spec.Headers["X-Token"])
+	}
+}
