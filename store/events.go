@@ -56,43 +56,92 @@ func pageLimit(n int) int {
 	return min(n, maxLimit)
 }
 
-// eventFormat is the first byte of a stored event. The payload is stored
-// after the JSON header byte for byte: json.Marshal of a RawMessage would
+// eventFormat is the first byte of a stored event:
+//
+//	format, uvarint len(head), head (the Event as JSON, without payload),
+//	uvarint n, n × (uvarint len(key), key): the event's dedupe keys,
+//	payload (the rest).
+//
+// The payload is stored byte for byte: json.Marshal of a RawMessage would
 // compact it and escape <, > and &, and the design promises the body
-// exactly as received.
+// exactly as received. The dedupe keys ride along so that retention can
+// delete an event's dedupe records without another index to write on the
+// ingest path.
 const eventFormat = 1
 
-func encodeEvent(ev *alorules.Event) ([]byte, error) {
+func encodeEvent(ev *alorules.Event, keys []dedupeRec) ([]byte, error) {
 	head := *ev
 	head.Payload = nil
 	hj, err := json.Marshal(&head)
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(hj)+len(ev.Payload))
+	n := 1 + 2*binary.MaxVarintLen64 + len(hj) + len(ev.Payload)
+	for _, k := range keys {
+		n += binary.MaxVarintLen64 + len(k.key)
+	}
+	buf := make([]byte, 0, n)
 	buf = append(buf, eventFormat)
 	buf = binary.AppendUvarint(buf, uint64(len(hj)))
 	buf = append(buf, hj...)
+	buf = binary.AppendUvarint(buf, uint64(len(keys)))
+	for _, k := range keys {
+		buf = binary.AppendUvarint(buf, uint64(len(k.key)))
+		buf = append(buf, k.key...)
+	}
 	return append(buf, ev.Payload...), nil
+}
+
+var errBadEvent = errors.New("bad event record")
+
+// splitEvent cuts a stored event into its head, dedupe keys and payload,
+// all sharing v's memory.
+func splitEvent(v []byte) (head []byte, keys [][]byte, payload []byte, err error) {
+	if len(v) < 1 || v[0] != eventFormat {
+		return nil, nil, nil, errBadEvent
+	}
+	rest := v[1:]
+	next := func() ([]byte, bool) {
+		n, sz := binary.Uvarint(rest)
+		if sz <= 0 || uint64(len(rest)-sz) < n {
+			return nil, false
+		}
+		b := rest[sz : sz+int(n)]
+		rest = rest[sz+int(n):]
+		return b, true
+	}
+	head, ok := next()
+	if !ok {
+		return nil, nil, nil, errBadEvent
+	}
+	nk, sz := binary.Uvarint(rest)
+	if sz <= 0 || nk > uint64(len(rest)) {
+		return nil, nil, nil, errBadEvent
+	}
+	rest = rest[sz:]
+	for range nk {
+		k, ok := next()
+		if !ok {
+			return nil, nil, nil, errBadEvent
+		}
+		keys = append(keys, k)
+	}
+	return head, keys, rest, nil
 }
 
 // decodeEvent decodes a stored event; the result shares no memory with v.
 func decodeEvent(v []byte) (*alorules.Event, error) {
-	if len(v) < 2 || v[0] != eventFormat {
-		return nil, errors.New("bad event record")
+	head, _, payload, err := splitEvent(v)
+	if err != nil {
+		return nil, err
 	}
-	n, sz := binary.Uvarint(v[1:])
-	if sz <= 0 || uint64(len(v)-1-sz) < n {
-		return nil, errors.New("bad event record")
-	}
-	head := v[1+sz : 1+sz+int(n)]
 	ev := new(alorules.Event)
 	if err := json.Unmarshal(head, ev); err != nil {
-		return nil, fmt.Errorf("bad event record: %w", err)
+		return nil, fmt.Errorf("%w: %w", errBadEvent, err)
 	}
 	ev.Payload = nil
-	if p := v[1+sz+int(n):]; len(p) > 0 {
-		ev.Payload = bytes.Clone(p)
+	if len(payload) > 0 {
+		ev.Payload = bytes.Clone(payload)
 	}
 	return ev, nil
 }
@@ -146,13 +195,6 @@ func (s *Store) newEventWrite(ev *alorules.Event, dedupe []DedupeKey) (*eventWri
 		ev.ReceivedAt = time.Now()
 	}
 	w := &eventWrite{id: s.newID(ev.ReceivedAt), now: unixNanos(ev.ReceivedAt), handshake: ev.Handshake}
-	rec := *ev
-	rec.ID = w.id
-	var err error
-	if w.val, err = encodeEvent(&rec); err != nil {
-		return nil, err
-	}
-	w.typeKey = cat(pfx(ev.Type), []byte(w.id))
 	for _, d := range dedupe {
 		if d.Key == "" {
 			continue
@@ -163,6 +205,13 @@ func (s *Store) newEventWrite(ev *alorules.Event, dedupe []DedupeKey) (*eventWri
 		}
 		w.keys = append(w.keys, dedupeRec{key: name(d.Key), expires: exp})
 	}
+	rec := *ev
+	rec.ID = w.id
+	var err error
+	if w.val, err = encodeEvent(&rec, w.keys); err != nil {
+		return nil, err
+	}
+	w.typeKey = cat(pfx(ev.Type), []byte(w.id))
 	return w, nil
 }
 
@@ -181,10 +230,6 @@ func (w *eventWrite) apply(tx *bolt.Tx) error {
 		if v == nil || getU64(v) <= w.now {
 			continue
 		}
-		if string(v[8:]) == w.id {
-			// Run again after this very write committed: done.
-			return nil
-		}
 		w.original, w.duplicate = string(v[8:]), true
 		return nil
 	}
@@ -195,7 +240,8 @@ func (w *eventWrite) apply(tx *bolt.Tx) error {
 		return err
 	}
 	for _, k := range w.keys {
-		if err := putDedupe(tx, k, idb); err != nil {
+		// An expired record of the same key is simply replaced.
+		if err := dd.Put(k.key, cat(u64(k.expires), idb)); err != nil {
 			return err
 		}
 	}
@@ -205,27 +251,6 @@ func (w *eventWrite) apply(tx *bolt.Tx) error {
 		}
 	}
 	return addEventCount(tx, idb, 1)
-}
-
-// putDedupe records key k for event id, replacing an expired record of the
-// same key together with its expiry and by-event entries.
-func putDedupe(tx *bolt.Tx, k dedupeRec, id []byte) error {
-	dd, exp, byEv := tx.Bucket(bDedupe), appendOnly(tx, bDedupeExp), appendOnly(tx, bDedupeEv)
-	if old := bytes.Clone(dd.Get(k.key)); old != nil {
-		if err := exp.Delete(cat(old[:8], k.key)); err != nil {
-			return err
-		}
-		if err := byEv.Delete(cat(pfx(string(old[8:])), k.key)); err != nil {
-			return err
-		}
-	}
-	if err := dd.Put(k.key, cat(u64(k.expires), id)); err != nil {
-		return err
-	}
-	if err := exp.Put(cat(u64(k.expires), k.key), nil); err != nil {
-		return err
-	}
-	return byEv.Put(cat(pfx(string(id)), k.key), nil)
 }
 
 // Event returns the event with the given id, or an error wrapping

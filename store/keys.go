@@ -17,8 +17,6 @@ var (
 	bEvents    = []byte("events")           // event id -> encoded event
 	bEvType    = []byte("events_type")      // pfx(type)+event id -> nil
 	bDedupe    = []byte("dedupe")           // key -> 8-byte expiry nanos + event id
-	bDedupeExp = []byte("dedupe_exp")       // 8-byte expiry nanos + key -> nil
-	bDedupeEv  = []byte("dedupe_event")     // pfx(event id)+key -> nil
 	bPending   = []byte("pending")          // event id -> nil: stored, not matched yet
 	bMatches   = []byte("matches")          // event id -> Match JSON
 	bUnmatched = []byte("unmatched")        // event id -> nil: matched no rule
@@ -36,7 +34,7 @@ var (
 )
 
 var allBuckets = [][]byte{
-	bMeta, bEvents, bEvType, bDedupe, bDedupeExp, bDedupeEv, bPending, bMatches,
+	bMeta, bEvents, bEvType, bDedupe, bPending, bMatches,
 	bUnmatched, bExecs, bExRule, bExStatus, bExRuleSt, bExEvent, bQueue,
 	bThrottles, bRuleSets, bCounts, bRuleHours, bRules,
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 // Retention works in small transactions so that ingress, whose writes
 // share the same committer, waits at most for one of them.
 const (
-	pruneBatch   = 500  // events deleted per transaction
-	pruneExamine = 5000 // events looked at per transaction
-	sweepBatch   = 1000 // expired keys deleted per transaction
+	pruneBatch   = 500   // events deleted per transaction
+	pruneExamine = 5000  // events looked at per transaction
+	sweepBatch   = 1000  // expired keys deleted per transaction
+	sweepExamine = 20000 // keys looked at per transaction
 )
 
 // Prune deletes the oldest events received before olderThan (if not zero)
@@ -109,9 +111,31 @@ func eventBusy(tx *bolt.Tx, id []byte) (bool, error) {
 
 // deleteEvent removes one event and everything that belongs to it.
 func deleteEvent(tx *bolt.Tx, id []byte) error {
-	ev, err := getEvent(tx, id)
+	v := tx.Bucket(bEvents).Get(id)
+	if v == nil {
+		return alorules.ErrNotFound
+	}
+	head, keys, _, err := splitEvent(v)
 	if err != nil {
 		return err
+	}
+	var ev alorules.Event
+	if err := json.Unmarshal(head, &ev); err != nil {
+		return fmt.Errorf("%w: %w", errBadEvent, err)
+	}
+	// Copy the keys out of v before the event's page changes.
+	for i, k := range keys {
+		keys[i] = bytes.Clone(k)
+	}
+	dd := tx.Bucket(bDedupe)
+	for _, k := range keys {
+		// The record may have expired and been taken over by a later
+		// event; then it is not this event's to delete.
+		if r := dd.Get(k); r != nil && bytes.Equal(r[8:], id) {
+			if err := dd.Delete(k); err != nil {
+				return err
+			}
+		}
 	}
 	for _, b := range [][]byte{bEvents, bUnmatched, bMatches, bPending} {
 		if err := tx.Bucket(b).Delete(id); err != nil {
@@ -121,32 +145,8 @@ func deleteEvent(tx *bolt.Tx, id []byte) error {
 	if err := tx.Bucket(bEvType).Delete(cat(pfx(ev.Type), id)); err != nil {
 		return err
 	}
-	p := pfx(string(id))
-	var keys, execs [][]byte
-	err = eachAsc(tx.Bucket(bDedupeEv), p, nil, func(k, _ []byte) (bool, error) {
-		keys = append(keys, bytes.Clone(k))
-		return true, nil
-	})
-	if err != nil {
-		return err
-	}
-	dd, de, dev := tx.Bucket(bDedupe), tx.Bucket(bDedupeExp), tx.Bucket(bDedupeEv)
-	for _, k := range keys {
-		// The record may have been taken over by a later event after it
-		// expired; then it is not this event's to delete.
-		if v := dd.Get(k); v != nil && bytes.Equal(v[8:], id) {
-			if err := de.Delete(cat(v[:8], k)); err != nil {
-				return err
-			}
-			if err := dd.Delete(k); err != nil {
-				return err
-			}
-		}
-		if err := dev.Delete(cat(p, k)); err != nil {
-			return err
-		}
-	}
-	err = eachAsc(tx.Bucket(bExEvent), p, nil, func(x, _ []byte) (bool, error) {
+	var execs [][]byte
+	err = eachAsc(tx.Bucket(bExEvent), pfx(string(id)), nil, func(x, _ []byte) (bool, error) {
 		execs = append(execs, bytes.Clone(x))
 		return true, nil
 	})
@@ -165,85 +165,15 @@ func deleteEvent(tx *bolt.Tx, id []byte) error {
 // stats before olderThan, a batch per transaction.
 func (s *Store) sweep(ctx context.Context, olderThan time.Time) error {
 	now := unixNanos(time.Now())
-	for more := true; more; {
-		err := s.write(ctx, func(tx *bolt.Tx) error {
-			more = false
-			var expired [][]byte
-			err := eachAsc(tx.Bucket(bDedupeExp), nil, nil, func(k, _ []byte) (bool, error) {
-				if getU64(k) > now {
-					return false, nil
-				}
-				if len(expired) == sweepBatch {
-					more = true
-					return false, nil
-				}
-				expired = append(expired, bytes.Clone(k))
-				return true, nil
-			})
-			if err != nil {
-				return err
-			}
-			dd, de, dev := tx.Bucket(bDedupe), tx.Bucket(bDedupeExp), tx.Bucket(bDedupeEv)
-			for _, ek := range expired {
-				key := ek[8:]
-				if v := dd.Get(key); v != nil && bytes.Equal(v[:8], ek[:8]) {
-					if err := dev.Delete(cat(pfx(string(v[8:])), key)); err != nil {
-						return err
-					}
-					if err := dd.Delete(key); err != nil {
-						return err
-					}
-				}
-				if err := de.Delete(ek); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("sweep dedupe: %w", err)
-		}
+	// Dedupe records and throttles have no expiry index: that would be one
+	// more write per key on the ingest path. Their number is bounded
+	// anyway (a record goes with its event), so the sweep walks them, a
+	// batch per transaction, to keep the file lean.
+	if err := s.sweepExpired(ctx, bDedupe, now); err != nil {
+		return fmt.Errorf("sweep dedupe: %w", err)
 	}
-	// Throttles have no expiry index: they are few (one per key per
-	// window) and the sweep runs in the background, so it walks them.
-	var after []byte
-	for more := true; more; {
-		var last []byte
-		err := s.write(ctx, func(tx *bolt.Tx) error {
-			more, last = false, nil
-			var ended [][]byte
-			examined := 0
-			err := eachAsc(tx.Bucket(bThrottles), nil, after, func(k, v []byte) (bool, error) {
-				if after != nil && bytes.Equal(k, after) {
-					return true, nil
-				}
-				if len(ended) == sweepBatch || examined == 10*sweepBatch {
-					more = true
-					return false, nil
-				}
-				examined++
-				last = bytes.Clone(k)
-				if getU64(v) < now {
-					ended = append(ended, last)
-				}
-				return true, nil
-			})
-			if err != nil {
-				return err
-			}
-			for _, k := range ended {
-				if err := tx.Bucket(bThrottles).Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("sweep throttles: %w", err)
-		}
-		if last != nil {
-			after = last
-		}
+	if err := s.sweepExpired(ctx, bThrottles, now); err != nil {
+		return fmt.Errorf("sweep throttles: %w", err)
 	}
 	if olderThan.IsZero() {
 		return nil
@@ -274,6 +204,51 @@ func (s *Store) sweep(ctx context.Context, olderThan time.Time) error {
 	})
 	if err != nil {
 		return fmt.Errorf("sweep rule stats: %w", err)
+	}
+	return nil
+}
+
+// sweepExpired deletes the records of bucket b (dedupe records, throttles:
+// values starting with an 8-byte time) whose time is not after now.
+func (s *Store) sweepExpired(ctx context.Context, b []byte, now int64) error {
+	var after []byte
+	for more := true; more; {
+		var last []byte
+		err := s.write(ctx, func(tx *bolt.Tx) error {
+			more, last = false, nil
+			var ended [][]byte
+			examined := 0
+			err := eachAsc(tx.Bucket(b), nil, after, func(k, v []byte) (bool, error) {
+				if after != nil && bytes.Equal(k, after) {
+					return true, nil
+				}
+				if len(ended) == sweepBatch || examined == sweepExamine {
+					more = true
+					return false, nil
+				}
+				examined++
+				last = bytes.Clone(k)
+				if getU64(v) <= now {
+					ended = append(ended, last)
+				}
+				return true, nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range ended {
+				if err := tx.Bucket(b).Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if last != nil {
+			after = last
+		}
 	}
 	return nil
 }

@@ -108,8 +108,6 @@ func (f *pruneFixture) check(t *testing.T, remain []int) {
 		want[string(bMatches)]++
 		want[string(bExecs)] += len(f.exs[f.ids[i]])
 	}
-	want[string(bDedupeExp)] = want[string(bDedupe)]
-	want[string(bDedupeEv)] = want[string(bDedupe)]
 	want[string(bThrottles)] = 5 // the ones that still hold
 	got := bucketLens(t, f.s)
 	for b, n := range want {
@@ -225,7 +223,7 @@ func TestPruneManyBatches(t *testing.T) {
 	if removed != n-100 {
 		t.Errorf("removed: got %d, want %d", removed, n-100)
 	}
-	for b, want := range map[string]int{"events": 100, "dedupe": 100, "matches": 100, "unmatched": 100, "dedupe_event": 100} {
+	for b, want := range map[string]int{"events": 100, "dedupe": 100, "matches": 100, "unmatched": 100} {
 		if got := bucketLen(t, s, []byte(b)); got != want {
 			t.Errorf("bucket %s: got %d, want %d", b, got, want)
 		}
@@ -236,5 +234,28 @@ func TestPruneManyBatches(t *testing.T) {
 	slices.Sort(ids)
 	if _, err := s.Event(ctx, ids[n-100]); err != nil {
 		t.Errorf("the oldest kept event: %v", err)
+	}
+}
+
+func TestPruneKeepsDedupeTakenOver(t *testing.T) {
+	s := openTest(t)
+	allowPast(s)
+	base := time.Now().Add(-10 * time.Hour)
+	key := DedupeKey{Key: "body:x", TTL: 24 * time.Hour}
+	short := DedupeKey{Key: "body:x", TTL: time.Hour}
+	a := mustSave(t, s, newEvent("a", base), short)
+	mustMatch(t, s, a, base)
+	// Two hours later a's record has expired and b takes the key over.
+	b := mustSave(t, s, newEvent("a", base.Add(2*time.Hour)), key)
+	mustMatch(t, s, b, base)
+	if removed, err := s.Prune(ctx, base.Add(time.Hour), 0); err != nil || removed != 1 {
+		t.Fatalf("prune: got %d, %v; want 1", removed, err)
+	}
+	id, dup, err := s.SaveEvent(ctx, newEvent("a", base.Add(3*time.Hour)), []DedupeKey{key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dup || id != b {
+		t.Errorf("delivery after pruning a: got %s, duplicate %v; want duplicate of %s", id, dup, b)
 	}
 }
