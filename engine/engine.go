@@ -165,7 +165,6 @@ func emptyRuleSet() *RuleSet {
 		byType:      map[string]*typeIndex{},
 		anyType:     &typeIndex{},
 		loop:        DefaultLoopLimit,
-		guard:       newLoopGuard(),
 	}
 }
 

@@ -394,3 +394,39 @@ func TestEngineNewRefusesBrokenRules(t *testing.T) {
 		t.Errorf("got %q, want %q", le.Issues[0].String(), want)
 	}
 }
+
+// TestEngineLoopGuard: a rule that keeps firing for one action (its own
+// steps causing new events) is suspended for the rest of the minute.
+func TestEngineLoopGuard(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, `version: 1
+defaults: { loop_limit: 2 }
+rules:
+  - name: echo
+    on: [action_message_added]
+    do:
+      - http: { url: "https://example.com/echo" }
+`)
+	clk := newClock(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e)
+	var got []alorules.Outcome
+	for i := range 4 {
+		if i == 3 {
+			clk.set(clk.now().Add(time.Minute))
+		}
+		id := ingest(t, st, event(t, "action_message_added"))
+		e.Notify()
+		got = append(got, waitMatch(t, st, id).Results[0].Outcome)
+	}
+	want := []alorules.Outcome{"matched", "matched", "loop_suspected", "matched"}
+	if !equalOutcomes(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}

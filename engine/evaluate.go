@@ -35,10 +35,11 @@ type Evaluation struct {
 }
 
 // Evaluate matches ev against every rule in file order. thr may be nil (no
-// throttling, as in tests of candidate rules). The rule set's own loop
-// guard counts firings.
+// throttling, as for replays and tests of candidate rules). The loop guard
+// is not applied: it counts firings over time, which only the Engine's
+// matcher sees.
 func (rs *RuleSet) Evaluate(ev *alorules.Event, now time.Time, thr Throttles) Evaluation {
-	return rs.evaluate(context.Background(), ev, now, thr, rs.guard)
+	return rs.evaluate(context.Background(), ev, now, thr, nil)
 }
 
 func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Time, thr Throttles, guard *loopGuard) Evaluation {

@@ -75,7 +75,6 @@ type RuleSet struct {
 	anyType  *typeIndex // for types no rule names: the rules without "on"
 	loop     int        // loop_limit
 	paths    int        // distinct paths read by native conditions
-	guard    *loopGuard
 	warnings []Issue
 }
 
@@ -216,7 +215,6 @@ func (p *parser) parse(src []byte) *RuleSet {
 		byType:      map[string]*typeIndex{},
 		anyType:     &typeIndex{},
 		loop:        DefaultLoopLimit,
-		guard:       newLoopGuard(),
 	}
 	p.rs = rs
 	p.def.retry = alorules.RetryPolicy{Attempts: DefaultAttempts, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff}
