@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -304,6 +305,18 @@ func TestBrowser(t *testing.T) {
 		}
 		b.screenshot(p.name)
 	}
+
+	// Dark mode follows the system setting.
+	b.do("desktop", chromedp.EmulateViewport(1280, 900))
+	if _, err := chromedp.Call(b.ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}); err != nil {
+		t.Fatal(err)
+	}
+	b.open("/events/" + s.urgent.ID)
+	if !b.eval(`getComputedStyle(document.body).backgroundColor === "rgb(17, 20, 24)"`) {
+		t.Error("got a light page with prefers-color-scheme: dark")
+	}
+	b.screenshot("event-dark")
 
 	if n := b.dialogs.Load(); n != 0 {
 		t.Errorf("got %d dialog(s), want none", n)

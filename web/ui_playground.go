@@ -299,29 +299,60 @@ func (a *Admin) loadedPreamble() string {
 	return string(out)
 }
 
-// exampleRule prefills the candidate rules box: the first loaded rule's
-// lines from the file as written, else a skeleton.
+// exampleRule prefills the candidate rules box with the first loaded rule,
+// its lines cut from the file as written (comments and layout kept), else
+// a skeleton.
 func (a *Admin) exampleRule() string {
 	const skeleton = "name: try-me\non: [action_created]\nif: event.action?.priority == \"Urgent\"\n"
 	rs := a.Rules.Current()
 	if rs == nil {
 		return skeleton
 	}
+	src := rs.Source()
 	var doc yaml.Node
-	if yaml.Unmarshal(rs.Source(), &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+	if yaml.Unmarshal(src, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
 		return skeleton
 	}
 	root := doc.Content[0]
+	lines := strings.Split(string(src), "\n")
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value != "rules" || root.Content[i+1].Kind != yaml.SequenceNode || len(root.Content[i+1].Content) == 0 {
+		seq := root.Content[i+1]
+		if root.Content[i].Value != "rules" || seq.Kind != yaml.SequenceNode || len(seq.Content) == 0 {
 			continue
 		}
-		seq := root.Content[i+1]
-		out, err := yaml.Marshal(seq.Content[0])
-		if err != nil {
+		rule := seq.Content[0]
+		end := len(lines) // the line after the rule, 1-based
+		if len(seq.Content) > 1 {
+			end = seq.Content[1].Line
+		} else if i+2 < len(root.Content) {
+			end = root.Content[i+2].Line
+		}
+		col := rule.Column - 1
+		var out []string
+		for n := rule.Line; n < end && n <= len(lines); n++ {
+			l := strings.TrimRight(lines[n-1], "\r")
+			switch {
+			case n == rule.Line && len(l) >= col:
+				l = l[col:] // drop the "- " that starts the item
+			case len(l)-len(strings.TrimLeft(l, " ")) >= col:
+				l = l[col:]
+			default:
+				l = strings.TrimLeft(l, " ")
+			}
+			out = append(out, l)
+		}
+		// Comments and blank lines before the next rule belong to it.
+		for len(out) > 0 {
+			last := strings.TrimSpace(out[len(out)-1])
+			if last != "" && !strings.HasPrefix(last, "#") {
+				break
+			}
+			out = out[:len(out)-1]
+		}
+		if len(out) == 0 {
 			return skeleton
 		}
-		return string(out)
+		return strings.Join(out, "\n") + "\n"
 	}
 	return skeleton
 }

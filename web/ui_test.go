@@ -456,6 +456,8 @@ func TestUIPlaygroundRules(t *testing.T) {
 			[]string{"<b>whole</b> matched 7 of 9"}},
 		{"an error on the user's line", "name: bad\non: [action_created]\nif: event.action?.x ==\n",
 			[]string{"The rules do not load", "Line 3", "if: event.action?.x =="}},
+		{"the prefilled example", e.admin.exampleRule(),
+			[]string{"<b>page-urgent</b> matched 5 of 9", "Freezer 3 alarm"}},
 		{"an unknown connection", "name: bad\ndo:\n  - http: { connection: nowhere, path: /x }\n",
 			[]string{"The rules do not load", "Line 3", "nowhere"}},
 	}
