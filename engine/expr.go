@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -266,9 +268,10 @@ func compileConfig(src string, cfg *conf.Config) *compiled {
 	if len(src) > maxExprLen {
 		return &compiled{err: &exprError{Line: 1, Column: 1, Msg: fmt.Sprintf("expression is %d bytes, the limit is %d", len(src), maxExprLen)}}
 	}
+	decl, _ := cfg.EnvObject.(map[string]any)
 	tree, err := checker.ParseCheck(src, cfg)
 	if err != nil {
-		return &compiled{err: toExprError(src, err)}
+		return &compiled{err: toExprError(src, err, decl)}
 	}
 	if cfg.Optimize {
 		if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
@@ -276,12 +279,12 @@ func compileConfig(src string, cfg *conf.Config) *compiled {
 			if errors.As(err, &fe) {
 				err = fe.Bind(tree.Source)
 			}
-			return &compiled{err: toExprError(src, err)}
+			return &compiled{err: toExprError(src, err, decl)}
 		}
 	}
 	p, err := compiler.Compile(tree, cfg)
 	if err != nil {
-		return &compiled{err: toExprError(src, err)}
+		return &compiled{err: toExprError(src, err, decl)}
 	}
 	var w inspector
 	node := p.Node()
@@ -294,14 +297,14 @@ func compileConfig(src string, cfg *conf.Config) *compiled {
 }
 
 // toExprError keeps expr's message and turns its position into a column.
-func toExprError(src string, err error) *exprError {
+func toExprError(src string, err error, decl map[string]any) *exprError {
 	var fe *file.Error
 	if errors.As(err, &fe) {
 		msg := fe.Message
 		var name string
 		if _, scanErr := fmt.Sscanf(msg, "unknown name %s", &name); scanErr == nil && msg == "unknown name "+name {
 			msg = fmt.Sprintf("unknown name %q", name)
-			if s := suggest(name, envNames()); s != "" {
+			if s := suggest(name, envNames(decl)); s != "" {
 				msg += fmt.Sprintf(", did you mean %q?", s)
 			}
 		}
@@ -314,13 +317,14 @@ func toExprError(src string, err error) *exprError {
 	return &exprError{Line: 1, Column: 1, Msg: err.Error()}
 }
 
-func envNames() []string {
-	names := make([]string, 0, len(templateDecl))
-	for k := range templateDecl {
+func envNames(decl map[string]any) []string {
+	names := make([]string, 0, len(decl))
+	for k := range decl {
 		if !strings.HasPrefix(k, "__alorules_") {
 			names = append(names, k)
 		}
 	}
+	slices.Sort(names) // suggestions must not depend on map order
 	return names
 }
 
@@ -421,7 +425,7 @@ type fetchPatcher struct{}
 func (fetchPatcher) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.MemberNode:
-		if n.Method || n.Optional {
+		if n.Method || n.Optional || !dynamic(n.Node) {
 			return
 		}
 		*node = callNode(getName, n, n.Node, n.Property)
@@ -434,7 +438,7 @@ func (fetchPatcher) Visit(node *ast.Node) {
 		for cur := n.Node; cur != nil; {
 			switch x := cur.(type) {
 			case *ast.MemberNode:
-				if x.Method {
+				if x.Method || !dynamic(x.Node) {
 					return
 				}
 				optional = optional || x.Optional
@@ -456,6 +460,15 @@ func (fetchPatcher) Visit(node *ast.Node) {
 			n.Node = callNode(endChainName, n, patchOptional(n.Node))
 		}
 	}
+}
+
+// dynamic reports whether n's value is only known at run time (payload
+// data): members of typed values (received_at, now()) keep expr's
+// compile-time checks.
+func dynamic(n ast.Node) bool {
+	t := n.Type()
+	return t == nil || t.Kind() == reflect.Interface ||
+		(t.Kind() == reflect.Map && t.Key().Kind() == reflect.String && t.Elem().Kind() == reflect.Interface)
 }
 
 // patchOptional replaces the optional members along a chain.

@@ -239,3 +239,13 @@ func TestFastConditionsDifferential(t *testing.T) {
 		}
 	}
 }
+
+// Members of typed values keep expr's compile-time checks.
+func TestTypedMembersChecked(t *testing.T) {
+	if _, err := compile(`received_at.Yaer() > 2000`, false, true); err == nil || !strings.Contains(err.Error(), "Yaer") {
+		t.Errorf("got %v, want a compile error naming Yaer", err)
+	}
+	if _, err := compile(`received_at.Year() > 2000 && event.a?.b == 1`, false, true); err != nil {
+		t.Errorf("got %v", err)
+	}
+}

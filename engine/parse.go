@@ -741,6 +741,10 @@ func (p *parser) steps(r *rule, n *yaml.Node) {
 	for i, sn := range n.Content {
 		field := fmt.Sprintf("do[%d]", i)
 		nerr := len(p.is.errs)
+		if isNull(sn) {
+			p.is.errorf(sn.Line, r.name, field, "empty step")
+			continue
+		}
 		f := p.fields(sn, r.name, field, stepKeys)
 		if sn.Kind != yaml.MappingNode {
 			continue

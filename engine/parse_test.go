@@ -33,6 +33,7 @@ func TestParseErrors(t *testing.T) {
 		{"handshake_type.yaml", []string{`handshake_type.yaml:4: rule "a": on: webhook_url_verification is the URL handshake, which is never matched`}},
 		{"missing_env.yaml", []string{`missing_env.yaml:4: connections.ops-slack.slack.webhook_url: environment variable SLACK_MISSING is not set`}},
 		{"bad_duration.yaml", []string{`bad_duration.yaml:4: rule "a": throttle.per: bad duration "10 minutes": want a positive duration such as 10s or 5m`}},
+		{"empty_step.yaml", []string{`empty_step.yaml:5: rule "a": do[0]: empty step`}},
 		{"step_no_kind.yaml", []string{`step_no_kind.yaml:5: rule "a": do[0]: a step needs one of slack, http or alo`}},
 		{"step_two_kinds.yaml", []string{`step_two_kinds.yaml:8: rule "a": do[0]: a step takes exactly one of slack, http or alo, got slack and http`}},
 		{"step_invalid_spec.yaml", []string{`step_invalid_spec.yaml:8: rule "a": do[0].slack: slack: needs text or blocks`}},
