@@ -147,6 +147,7 @@ type exprError struct {
 	Msg          string
 }
 
+// Error implements error, with the column for the rules file message.
 func (e *exprError) Error() string {
 	return fmt.Sprintf("%s (column %d)", e.Msg, e.Column)
 }
@@ -367,6 +368,7 @@ type inspector struct {
 	usesSteps   bool
 }
 
+// Visit implements ast.Visitor.
 func (w *inspector) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.BinaryNode:
