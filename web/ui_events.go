@@ -47,8 +47,12 @@ func (a *Admin) eventsPage(c echo.Context) error {
 	d.Filtered = d.Type != "" || d.Unmatched
 	limit, err := queryLimit(c)
 	if err != nil {
-		d.FilterErr = fmt.Sprint(err.(*echo.HTTPError).Message)
-		return a.render(c, http.StatusBadRequest, "events", "Events", "events", d)
+		var he *echo.HTTPError
+		if !errors.As(err, &he) {
+			return err
+		}
+		d.FilterErr = fmt.Sprint(he.Message)
+		return a.render(c, he.Code, "events", "Events", "events", d)
 	}
 	before := c.QueryParam("before")
 	evs, next, err := a.Store.Events(ctx, store.EventFilter{Type: d.Type, Before: before, Limit: limit, Unmatched: d.Unmatched})

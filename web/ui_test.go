@@ -81,6 +81,7 @@ func TestUIPages(t *testing.T) {
 			[]string{s.done.ID, "action_status_changed"}, []string{s.urgent.ID, s.updated.ID}},
 		{"events matched nothing", "/events?unmatched=true", 200,
 			[]string{s.updated.ID}, []string{s.urgent.ID, s.done.ID, s.pending.ID}},
+		{"events bad limit", "/events?limit=0", 400, []string{"limit: want", `name="type"`}, nil},
 		{"events page one", "/events?limit=3", 200,
 			[]string{s.pending.ID, `rel="next"`}, []string{s.urgent.ID}},
 		{"events rows fragment", "/events?partial=1&type=action_updated", 200,
