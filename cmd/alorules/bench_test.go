@@ -26,6 +26,7 @@ func BenchmarkIngest(b *testing.B) {
 			var seq atomic.Int64
 			lat := make([][]time.Duration, conc)
 			var failed atomic.Int64
+			commits0 := app.store.Commits()
 			b.ResetTimer()
 			start := time.Now()
 			var wg sync.WaitGroup
@@ -63,6 +64,7 @@ func BenchmarkIngest(b *testing.B) {
 			all := slices.Concat(lat...)
 			slices.Sort(all)
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(app.store.Commits()-commits0)/float64(b.N), "commits/event")
 			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
 			app.stop(b)
