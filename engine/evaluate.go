@@ -190,8 +190,12 @@ func (rs *RuleSet) execution(m *machine, r *rule, ev *alorules.Event, now time.T
 	for i, s := range r.steps {
 		sr := alorules.StepResult{Index: i, ID: s.id, Kind: s.kind, ContinueOnError: s.continueOnError, Status: alorules.StatusQueued}
 		if !s.usesSteps {
-			if spec, err := rs.renderSpec(m, r, s); err == nil {
-				sr.Request = redactedJSON(spec, rs.jsonSecrets)
+			// The record only: the runner renders again through the
+			// spec and validates, so matching skips that part of the
+			// cost. A step that cannot render is left without one and
+			// fails, with the message, when it runs.
+			if v, err := s.tree.render(m); err == nil {
+				sr.Request = redactedJSON(v, rs.jsonSecrets)
 			}
 		}
 		ex.Steps[i] = sr
@@ -223,15 +227,15 @@ func (rs *RuleSet) renderSpec(m *machine, r *rule, s *step) (actions.Spec, error
 	return spec, nil
 }
 
-// redactedJSON is the spec as recorded: JSON with every secret replaced.
-// The redactor holds the secrets as JSON escapes them, so one marshal and
-// one replace suffice.
-func redactedJSON(spec actions.Spec, red alorules.Redactor) json.RawMessage {
+// redactedJSON is a rendered step as recorded: JSON with every secret
+// replaced. The redactor holds the secrets as JSON escapes them, so one
+// marshal and one replace suffice.
+func redactedJSON(v any, red alorules.Redactor) json.RawMessage {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	// No HTML escaping: the record is shown as text, escaped by the UI.
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(spec); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return nil
 	}
 	return json.RawMessage(red.String(string(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))))
