@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -1068,9 +1069,16 @@ func (p *parser) scalar(n *yaml.Node, kind reflect.Kind, c bctx) tnode {
 	return tconst{v}
 }
 
+// fieldCache holds yamlFields per type: every step walks the same few.
+var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
+
 // yamlFields maps a struct's YAML keys to their types.
 func yamlFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
 	out := map[string]reflect.Type{}
+	defer fieldCache.Store(t, out)
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if !f.IsExported() {
