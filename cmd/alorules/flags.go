@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 )
@@ -72,5 +71,3 @@ func (f *envFlags) Parse(args []string) error {
 	}
 	return f.fs.Parse(args)
 }
-
-func stderrf(format string, args ...any) { fmt.Fprintf(os.Stderr, format, args...) }
