@@ -1,0 +1,68 @@
+package alorules
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestSecretNeverShowsItself(t *testing.T) {
+	s := Secret("xoxb-very-secret-token")
+	js, _ := json.Marshal(struct{ T Secret }{s})
+	var back struct{ T string }
+	json.Unmarshal(js, &back)
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("conn", "token", s)
+	shown := map[string]string{
+		"%s":    fmt.Sprintf("%s", s),
+		"%v":    fmt.Sprintf("%v", s),
+		"%#v":   fmt.Sprintf("%#v", s),
+		"%+v":   fmt.Sprintf("%+v", struct{ T Secret }{s}),
+		"json":  back.T,
+		"slog":  logged.String(),
+		"error": fmt.Errorf("post: %v", s).Error(),
+	}
+	for how, out := range shown {
+		if strings.Contains(out, "very-secret") {
+			t.Errorf("%s: got %q, want the secret hidden", how, out)
+		}
+		if !strings.Contains(out, Redacted) {
+			t.Errorf("%s: got %q, want %s", how, out, Redacted)
+		}
+	}
+	if s.Reveal() != "xoxb-very-secret-token" {
+		t.Errorf("got %q from Reveal, want the value", s.Reveal())
+	}
+}
+
+func TestRedactor(t *testing.T) {
+	tests := []struct {
+		name    string
+		secrets []string
+		in      string
+		want    string
+	}{
+		{"none", nil, "plain text", "plain text"},
+		{"one", []string{"hunter22"}, "pw=hunter22&x=1", "pw=<secret>&x=1"},
+		{"every occurrence", []string{"abcd1234"}, "abcd1234/abcd1234", "<secret>/<secret>"},
+		{"longest first", []string{"token", "token-with-suffix"}, "token-with-suffix", "<secret>"},
+		{"short values ignored", []string{"ab", ""}, "ab cd", "ab cd"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NewRedactor(tc.secrets...).String(tc.in); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStatusFinal(t *testing.T) {
+	for s, want := range map[Status]bool{StatusQueued: false, StatusRunning: false, StatusRetrying: false, StatusSucceeded: true, StatusFailed: true} {
+		if s.Final() != want {
+			t.Errorf("%s.Final(): got %v, want %v", s, !want, want)
+		}
+	}
+}
