@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -70,4 +71,53 @@ func BenchmarkIngest(b *testing.B) {
 			app.stop(b)
 		})
 	}
+}
+
+// BenchmarkEventToFirstStep measures the added latency from an event being
+// acknowledged to its rule's first step reaching the target: matching,
+// the durable execution, the runner's claim and the HTTP call.
+func BenchmarkEventToFirstStep(b *testing.B) {
+	arrived := make(chan time.Time, 1)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- time.Now()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer target.Close()
+	rules := `version: 1
+connections:
+  target:
+    http: { base_url: "` + target.URL + `" }
+    allow_private: true
+rules:
+  - name: forward
+    on: [action_created]
+    do:
+      - http: { connection: target, method: POST, path: /hook, json: { id: "{{ event.action?.id }}" } }
+`
+	app := startApp(b, rules, nil)
+	url := "http://" + app.public + "/webhooks/alo"
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		body := fmt.Sprintf(`{"type":"action_created","action":{"id":"lat-%d"}}`, i)
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		alo.SignRequest(req, e2eSecret, time.Now(), []byte(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("ingest: %v", err)
+		}
+		acked := time.Now()
+		resp.Body.Close()
+		select {
+		case at := <-arrived:
+			lat = append(lat, at.Sub(acked))
+		case <-time.After(10 * time.Second):
+			b.Fatal("the step never reached the target")
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	app.stop(b)
 }
