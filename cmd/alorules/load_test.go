@@ -90,8 +90,10 @@ func TestLoad(t *testing.T) {
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	t.Logf("FIGURE load: %d events acknowledged in %s (%.0f events/s held, asked %d/s), %d executions all succeeded, "+
-		"%d step deliveries repeated after a 503, all settled %s after the first event (%.0f executions/s), ack p50 %s p99 %s",
+		"%d step deliveries repeated after a 503, all settled %s after the first event (%.0f executions/s), ack p50 %s p99 %s, "+
+		"store %d bytes (%d per event with its executions)",
 		len(l.acked), elapsed.Round(time.Millisecond), float64(len(l.acked))/elapsed.Seconds(), rate, execs, redelivered,
 		settledIn.Round(time.Millisecond), float64(execs)/settledIn.Seconds(),
-		all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond))
+		all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond),
+		app.store.Size(), app.store.Size()/int64(max(1, len(l.acked))))
 }
