@@ -76,6 +76,53 @@ type Match struct {
 	RuleSetHash string       `json:"ruleset_hash"`
 	MatchedAt   time.Time    `json:"matched_at"`
 	Results     []RuleResult `json:"results"`
+	// Entity is the key of the thing the event is about (by default the
+	// ALO action id); empty when the event named none.
+	Entity string `json:"entity,omitempty"`
+	// PreviousEventID is the entity's event before this one, whose payload
+	// the rules saw as previous; empty when there was none.
+	PreviousEventID string `json:"previous_event_id,omitempty"`
+	// Changed lists the leaf paths (dot-separated, relative to the
+	// payload) whose values differ from the previous payload, at most
+	// MaxChanged of them; ChangedMore counts the rest.
+	Changed     []string `json:"changed,omitempty"`
+	ChangedMore int      `json:"changed_more,omitempty"`
+	// Deferred is what the event did to escalation timers and digests.
+	Deferred []Deferral `json:"deferred,omitempty"`
+}
+
+// MaxChanged caps Match.Changed: a payload rewritten wholesale would
+// otherwise fill the record with every path it has.
+const MaxChanged = 50
+
+// DeferralKind says what an event did to a rule's timer or digest.
+type DeferralKind string
+
+// Deferral kinds, the same words in the store, the API and rule tests.
+const (
+	// TimerSet: the rule matched and a timer now runs for its entity.
+	TimerSet DeferralKind = "timer_set"
+	// TimerKept: the rule matched again while its timer was pending; the
+	// first due time stays.
+	TimerKept DeferralKind = "timer_kept"
+	// TimerNotSet: the rule matched but its "unless" already held.
+	TimerNotSet DeferralKind = "timer_not_set"
+	// TimerCancelled: the event made a pending timer's "unless" true.
+	TimerCancelled DeferralKind = "timer_cancelled"
+	// DigestAdded: the rule matched and the event joined its digest.
+	DigestAdded DeferralKind = "digest_added"
+)
+
+// Deferral is one change to a timer or a digest made by an event.
+type Deferral struct {
+	Rule string       `json:"rule"`
+	Kind DeferralKind `json:"kind"`
+	// TimerID names the timer set, kept or cancelled.
+	TimerID string `json:"timer_id,omitempty"`
+	// Due is when the timer fires or the digest closes.
+	Due time.Time `json:"due,omitzero"`
+	// Key is the digest's key.
+	Key string `json:"key,omitempty"`
 }
 
 // Status is the state of an execution or of one of its steps.

@@ -19,11 +19,20 @@ type TestResult struct {
 	EventID     string     `json:"event_id,omitempty"`
 	Type        string     `json:"type"`
 	Results     []TestRule `json:"results"`
+	// Entity, PreviousEventID and Changed are as the matcher would record
+	// them, given the previous event.
+	Entity          string   `json:"entity,omitempty"`
+	PreviousEventID string   `json:"previous_event_id,omitempty"`
+	Changed         []string `json:"changed,omitempty"`
 }
 
 // TestRule is one rule's outcome and, when it matched, its rendered steps.
 type TestRule struct {
 	alorules.RuleResult
+	// Deferred is what the event would do to the rule's timer or digest.
+	Deferred []alorules.Deferral `json:"deferred,omitempty"`
+	// Note explains steps that would not run now (timers, digests).
+	Note  string     `json:"note,omitempty"`
 	Steps []TestStep `json:"steps,omitempty"`
 }
 
@@ -40,22 +49,53 @@ type TestStep struct {
 
 // Test evaluates ev against rs at now and renders the steps of matching
 // rules. Nothing is sent, saved or counted: throttles and the loop guard
-// are not consulted. Steps that read steps.<id> are rendered against empty
-// results of the earlier steps; when that fails, Note says so.
+// are not consulted, and no previous event is known. Steps that read
+// steps.<id> are rendered against empty results of the earlier steps;
+// when that fails, Note says so.
 func Test(rs *RuleSet, ev *alorules.Event, now time.Time) TestResult {
+	return TestAfter(rs, ev, nil, now)
+}
+
+// TestAfter is Test with prev as the entity's previous event (nil for
+// none). A rule with after: shows its steps as they would render if the
+// timer fired now; a digest rule, as if the digest held this event alone.
+func TestAfter(rs *RuleSet, ev, prev *alorules.Event, now time.Time) TestResult {
 	e := *ev
 	e.Type = alo.NormalizeType(e.Type)
-	eval := rs.evaluate(context.Background(), &e, now, nil, nil)
-	out := TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: make([]TestRule, len(eval.Results))}
+	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: &e, now: now, recall: recallEvent(prev)})
+	out := TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: make([]TestRule, len(eval.Results)),
+		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed}
 	payload, _ := decodePayload(e.Payload)
+	var prevPayload any
+	if eval.PreviousEventID != "" {
+		prevPayload, _ = decodePayload(prev.Payload)
+	}
 	empty := map[string]any{}
-	m := newMachine(envInput{Event: &e, Payload: payload, Now: now, Steps: empty})
+	m := newMachine(envInput{Event: &e, Payload: payload, Previous: prevPayload, Now: now, Steps: empty})
 	defer m.release()
 	for i, res := range eval.Results {
 		tr := TestRule{RuleResult: res}
+		for _, d := range eval.Deferred {
+			if d.Rule == res.Rule {
+				tr.Deferred = append(tr.Deferred, d)
+			}
+		}
 		r := rs.byName[res.Rule]
 		if res.Outcome == alorules.OutcomeMatched && r != nil {
 			clear(empty)
+			switch {
+			case r.after > 0:
+				tr.Note = fmt.Sprintf("after %s: the steps run when the timer fires, unless a later event about %q makes unless true first; shown as they would render now", r.after, eval.Entity)
+				m.env["timer"] = map[string]any{"entity": eval.Entity, "set_at": now, "due": now.Add(r.after), "after": r.after.String()}
+			case r.digest != nil:
+				tr.Note = fmt.Sprintf("digest: the steps run once when the %s window ends, with every event collected; shown with this event alone", r.digest.window)
+				m.env["events"] = []any{payload}
+				key := ""
+				for _, d := range tr.Deferred {
+					key = d.Key
+				}
+				m.env["digest"] = map[string]any{"key": key, "count": 1, "opened_at": now, "closed_at": now.Add(r.digest.window), "window": r.digest.window.String()}
+			}
 			for _, s := range r.steps {
 				ts := TestStep{Index: s.index, ID: s.id, Kind: s.kind}
 				spec, err := rs.renderSpec(m, r, s)

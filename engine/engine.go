@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,14 @@ type Store interface {
 	Event(ctx context.Context, id string) (*alorules.Event, error)
 	SaveRuleSet(ctx context.Context, hash string, source []byte) error
 	RuleSet(ctx context.Context, hash string) ([]byte, error)
+	// Rules over time: entity state, timers and digests.
+	Entity(ctx context.Context, key string) (store.EntityState, error)
+	DueTimers(ctx context.Context, now time.Time, limit int) ([]*store.Timer, error)
+	NextTimerDue(ctx context.Context) (time.Time, bool, error)
+	FireTimer(ctx context.Context, id string, ex *alorules.Execution) (bool, error)
+	DueDigests(ctx context.Context, now time.Time, limit int) ([]*store.Digest, error)
+	NextDigestDue(ctx context.Context) (time.Time, bool, error)
+	FireDigest(ctx context.Context, id string, ex *alorules.Execution) (bool, error)
 }
 
 // Config configures an Engine.
@@ -40,6 +49,9 @@ type Config struct {
 	Store Store
 	// RulesPath is the rules file; "" runs with no rules (and no watch).
 	RulesPath string
+	// RuleSet, if set, is used instead of reading RulesPath (which then
+	// only names it): for simulations of candidate rules.
+	RuleSet *RuleSet
 	// Getenv expands ${NAME} in the rules; os.Getenv if nil.
 	Getenv func(string) string
 	Logger *slog.Logger
@@ -81,6 +93,8 @@ type Engine struct {
 	failN    uint64
 	cache    map[string]*RuleSet // compiled rule sets by hash, for RenderStep
 	order    []string            // cache keys, oldest first
+
+	prev prevCache // decoded previous payloads of recent entities
 }
 
 // loaded is the current rule set and when it was swapped in.
@@ -129,10 +143,12 @@ func New(cfg Config) (*Engine, error) {
 		guard:  newLoopGuard(),
 		cache:  map[string]*RuleSet{},
 	}
-	var rs *RuleSet
-	if cfg.RulesPath == "" {
+	rs := cfg.RuleSet
+	switch {
+	case rs != nil:
+	case cfg.RulesPath == "":
 		rs = emptyRuleSet()
-	} else {
+	default:
 		src, err := os.ReadFile(cfg.RulesPath)
 		if err != nil {
 			return nil, fmt.Errorf("load rules: %w", err)
@@ -158,7 +174,7 @@ func New(cfg Config) (*Engine, error) {
 
 func emptyRuleSet() *RuleSet {
 	sum := sha256.Sum256(nil)
-	return &RuleSet{
+	rs := &RuleSet{
 		Connections: map[string]*actions.Connection{},
 		hash:        hex.EncodeToString(sum[:]),
 		byName:      map[string]*rule{},
@@ -166,6 +182,12 @@ func emptyRuleSet() *RuleSet {
 		anyType:     &typeIndex{},
 		loop:        DefaultLoopLimit,
 	}
+	// Even with no rules, entities are remembered: rules added later
+	// see the previous payloads of events that came before them.
+	rs.entity.keySrc = DefaultEntityKey
+	segs, _ := parseTemplate(DefaultEntityKey, false, func(s string) (string, error) { return s, nil })
+	rs.entity.key = &tstring{segs: segs, want: reflect.String, fast: compileValue(segs[0].prog.prog.Node())}
+	return rs
 }
 
 func (e *Engine) swap(rs *RuleSet) {
@@ -189,7 +211,7 @@ func (e *Engine) Notify() {
 // while the engine was down, and watches the rules file for changes.
 func (e *Engine) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	if e.cfg.RulesPath != "" {
+	if e.cfg.RulesPath != "" && e.cfg.RuleSet == nil {
 		w, err := e.watch()
 		if err != nil {
 			// Matching matters more than hot reload: SIGHUP and
@@ -207,11 +229,22 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) matchLoop(ctx context.Context) error {
 	backoff := time.Second
 	for {
-		n, err := e.matchPending(ctx)
+		n, err := e.MatchPending(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := e.cfg.Poll
+		// Timers and digests are fired by the same goroutine that
+		// matches, so that an event and a timer of its entity never
+		// race: the event's "unless" sees the timer as it is.
+		if err == nil {
+			if _, ferr := e.FireDue(ctx); ferr != nil {
+				err = ferr
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := e.untilDue(ctx, e.cfg.Poll)
 		switch {
 		case err != nil:
 			e.log.Error("matching failed; will retry", "err", err, "retry_in", backoff)
@@ -235,9 +268,11 @@ func (e *Engine) matchLoop(ctx context.Context) error {
 	}
 }
 
-// matchPending matches one batch of pending events, each under exactly one
-// rule set: the current one when it is taken from the queue.
-func (e *Engine) matchPending(ctx context.Context) (int, error) {
+// MatchPending matches one batch (Config.Batch) of pending events, oldest
+// first, each under exactly one rule set: the current one when it is
+// taken from the queue. It reports how many it matched. Run calls it; rule
+// simulations call it directly, with their own clock.
+func (e *Engine) MatchPending(ctx context.Context) (int, error) {
 	evs, err := e.cfg.Store.PendingEvents(ctx, e.cfg.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("pending events: %w", err)
@@ -254,11 +289,38 @@ func (e *Engine) matchOne(ctx context.Context, ev *alorules.Event) error {
 	rs := e.Current()
 	now := e.cfg.Now()
 	start := time.Now()
-	eval := rs.evaluate(ctx, ev, now, e.cfg.Store, e.guard)
-	took := time.Since(start)
-	m := &alorules.Match{EventID: ev.ID, RuleSetHash: rs.hash, MatchedAt: now, Results: eval.Results}
-	if err := e.cfg.Store.SaveMatch(ctx, store.MatchWrite{Match: m, Executions: eval.Executions, Throttles: eval.Throttles}); err != nil {
+	eval, err := rs.evaluateWith(ctx, evalInput{ev: ev, now: now, thr: e.cfg.Store, guard: e.guard, recall: e.recall})
+	if err != nil {
 		return fmt.Errorf("match event %s: %w", ev.ID, err)
+	}
+	took := time.Since(start)
+	m := &alorules.Match{EventID: ev.ID, RuleSetHash: rs.hash, MatchedAt: now, Results: eval.Results,
+		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed, ChangedMore: eval.ChangedMore,
+		Deferred: eval.Deferred}
+	w := store.MatchWrite{Match: m, Executions: eval.Executions, Throttles: eval.Throttles,
+		Timers: eval.Timers, CancelTimers: eval.CancelTimers, Digests: eval.Digests}
+	keep := false
+	if eval.Entity != "" {
+		w.Entity = &store.EntityWrite{Key: eval.Entity, EventID: ev.ID, At: now}
+		if keep = len(ev.Payload) <= store.MaxEntityPayload; keep {
+			w.Entity.Payload = ev.Payload
+		} else {
+			e.log.Warn("payload too large to remember; the next event about this entity sees no previous",
+				"event_id", ev.ID, "entity", eval.Entity, "bytes", len(ev.Payload), "limit", store.MaxEntityPayload)
+		}
+	}
+	if err := e.cfg.Store.SaveMatch(ctx, w); err != nil {
+		return fmt.Errorf("match event %s: %w", ev.ID, err)
+	}
+	if eval.Entity != "" {
+		if keep {
+			e.prev.put(eval.Entity, ev.ID, eval.payload)
+		} else {
+			e.prev.drop(eval.Entity)
+		}
+	}
+	for _, d := range eval.Deferred {
+		e.log.Debug("deferred", "event_id", ev.ID, "rule", d.Rule, "kind", d.Kind, "timer_id", d.TimerID, "entity", eval.Entity)
 	}
 	for _, r := range m.Results {
 		switch r.Outcome {
@@ -467,19 +529,10 @@ func (e *Engine) RenderStep(ctx context.Context, ex *alorules.Execution, index i
 	if err != nil {
 		return actions.Request{}, fmt.Errorf("render %s: %w", ex.ID, err)
 	}
-	payload, err := decodePayload(ev.Payload)
+	m, err := templateMachine(ev, ex.Vars, e.cfg.Now(), stepsEnv(ex.Steps[:min(index, len(ex.Steps))]))
 	if err != nil {
 		return actions.Request{}, fmt.Errorf("render %s: %w", ex.ID, err)
 	}
-	vars := make(map[string]any, len(ex.Vars))
-	for k, raw := range ex.Vars {
-		v, err := decodePayload(raw)
-		if err != nil {
-			return actions.Request{}, fmt.Errorf("render %s: var %s: %w", ex.ID, k, err)
-		}
-		vars[k] = v
-	}
-	m := newMachine(envInput{Event: ev, Payload: payload, Now: e.cfg.Now(), Steps: stepsEnv(ex.Steps[:min(index, len(ex.Steps))]), Vars: vars})
 	defer m.release()
 	spec, err := rs.renderSpec(m, r, s)
 	if err != nil {

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"alorules"
 	"alorules/actions"
 	"alorules/alo"
+	"alorules/store"
 )
 
 // Throttles tells when a throttle key's window ends. *store.Store
@@ -32,36 +34,159 @@ type Evaluation struct {
 	// Throttles are the windows opened by this event (key -> until), to
 	// save with the match so they outlive a restart.
 	Throttles map[string]time.Time
+
+	// Entity is the key of the thing the event is about; "" if none.
+	Entity string
+	// PreviousEventID is the entity's event before this one, whose
+	// payload the rules saw as previous; "" if none.
+	PreviousEventID string
+	// Changed are the leaf paths that differ from the previous payload
+	// (at most alorules.MaxChanged; ChangedMore counts the rest).
+	Changed     []string
+	ChangedMore int
+	// Deferred says what the event did to timers and digests.
+	Deferred []alorules.Deferral
+	// Timers are the timers to set, CancelTimers the ids of pending ones
+	// to drop, Digests the additions to open digests.
+	Timers       []*store.Timer
+	CancelTimers []string
+	Digests      []*store.DigestAdd
+
+	// payload is the event's decoded payload, which the engine keeps as
+	// the entity's next previous.
+	payload any
 }
 
 // Evaluate matches ev against every rule in file order. thr may be nil (no
 // throttling, as for replays and tests of candidate rules). The loop guard
 // is not applied: it counts firings over time, which only the Engine's
-// matcher sees.
+// matcher sees. No previous payload is known: previous is nil, and
+// changed() is true for every path that has a value.
 func (rs *RuleSet) Evaluate(ev *alorules.Event, now time.Time, thr Throttles) Evaluation {
 	return rs.evaluate(context.Background(), ev, now, thr, nil)
 }
 
+// EvaluateAfter is Evaluate with prev as the event before ev about the same
+// entity (nil for none): for replays and dry runs, which must see the
+// previous payload the matcher saw.
+func (rs *RuleSet) EvaluateAfter(ev, prev *alorules.Event, now time.Time, thr Throttles) Evaluation {
+	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: ev, now: now, thr: thr, recall: recallEvent(prev)})
+	return eval
+}
+
+// recallEvent remembers one given event as every entity's previous.
+func recallEvent(prev *alorules.Event) recallFunc {
+	if prev == nil {
+		return nil
+	}
+	return func(context.Context, string) (recalled, error) {
+		p, err := decodePayload(prev.Payload)
+		if err != nil {
+			return recalled{}, nil
+		}
+		return recalled{eventID: prev.ID, payload: p, raw: prev.Payload}, nil
+	}
+}
+
 func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Time, thr Throttles, guard *loopGuard) Evaluation {
+	eval, _ := rs.evaluateWith(ctx, evalInput{ev: ev, now: now, thr: thr, guard: guard})
+	return eval
+}
+
+// recalled is what is remembered about an event's entity.
+type recalled struct {
+	eventID string
+	payload any // decoded; nil if nothing is remembered
+	raw     json.RawMessage
+	timers  []*store.Timer
+}
+
+// recallFunc looks up an entity by key: the engine's is the store (one
+// read per event), with a cache of decoded payloads.
+type recallFunc func(ctx context.Context, key string) (recalled, error)
+
+// evalInput is one evaluation's inputs.
+type evalInput struct {
+	ev    *alorules.Event
+	now   time.Time
+	thr   Throttles
+	guard *loopGuard
+	// recall, if set, gives the entity's previous payload and pending
+	// timers; its error ends the evaluation (the store failed).
+	recall recallFunc
+}
+
+// pass is one event on its way through a rule set: decoded once, with one
+// machine, and what is remembered about its entity.
+type pass struct {
+	rs      *RuleSet
+	in      evalInput
+	payload any
+	m       *machine
+	entity  string
+	prevID  string
+	prevRaw json.RawMessage
+	// pending are the entity's timers by rule; unless caches each
+	// rule's "unless" for this event.
+	pending map[string]*store.Timer
+	unless  map[*rule]unlessResult
+}
+
+type unlessResult struct {
+	held bool
+	err  string
+}
+
+func (rs *RuleSet) evaluateWith(ctx context.Context, in evalInput) (Evaluation, error) {
+	ev := in.ev
 	ti := rs.byType[alo.NormalizeType(ev.Type)]
 	if ti == nil {
 		ti = rs.anyType
 	}
 	out := Evaluation{Results: slices.Clone(ti.results)}
-	if len(ti.apply) == 0 {
-		return out
+	if len(ti.apply) == 0 && in.recall == nil {
+		return out, nil
 	}
 	payload, perr := decodePayload(ev.Payload)
-	m := newMachine(envInput{Event: ev, Payload: payload, Now: now})
+	out.payload = payload
+	m := newMachine(envInput{Event: ev, Payload: payload, Now: in.now})
 	defer m.release()
-	m.fast = newFastState(m.env, rs.paths)
+	m.fast = newFastState(m.env, rs.paths, &m.chg)
+	ps := &pass{rs: rs, in: in, payload: payload, m: m}
+	if perr == nil && (in.recall != nil || rs.deferred) {
+		ps.entity = rs.entityKey(m, alo.NormalizeType(ev.Type))
+		out.Entity = ps.entity
+	}
+	if ps.entity != "" && in.recall != nil {
+		rec, err := in.recall(ctx, ps.entity)
+		if err != nil {
+			return out, fmt.Errorf("entity %s: %w", ps.entity, err)
+		}
+		if rec.payload != nil {
+			ps.prevID, ps.prevRaw = rec.eventID, rec.raw
+			m.setPrevious(rec.payload)
+			out.PreviousEventID = rec.eventID
+			out.Changed, out.ChangedMore = diffPaths(rec.payload, payload)
+		}
+		for _, t := range rec.timers {
+			if ps.pending == nil {
+				ps.pending = map[string]*store.Timer{}
+			}
+			ps.pending[t.Rule] = t
+		}
+	}
+	unlessErrs := ps.checkTimers(&out)
 	for _, i := range ti.apply {
 		r := rs.rules[i]
 		res := &out.Results[i]
 		matched := false
-		if perr != nil && r.cond != nil {
+		switch {
+		case perr != nil && r.cond != nil:
 			res.Outcome, res.Error = alorules.OutcomeError, perr.Error()
-		} else {
+		case unlessErrs[r] != "":
+			res.Outcome, res.Error = alorules.OutcomeError, unlessErrs[r]
+			delete(unlessErrs, r)
+		default:
 			matched, res.Error = rs.test(m, r)
 			res.Outcome = alorules.OutcomeNotMatched
 			if res.Error != "" {
@@ -69,7 +194,7 @@ func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Ti
 			}
 		}
 		if matched {
-			res.Outcome, res.Error = rs.fire(ctx, m, r, ev, payload, now, thr, guard, &out)
+			res.Outcome, res.Error = ps.fire(ctx, r, &out)
 			if r.stop {
 				// Later rules are not evaluated: they are left out.
 				res.Stopped = true
@@ -78,7 +203,84 @@ func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Ti
 			}
 		}
 	}
-	return out
+	// An "unless" that failed for a rule the event's type does not reach
+	// is still the rule's problem to show.
+	for r, msg := range unlessErrs {
+		for i := range out.Results {
+			if out.Results[i].Rule == r.name {
+				out.Results[i].Outcome, out.Results[i].Error = alorules.OutcomeError, msg
+			}
+		}
+	}
+	return out, nil
+}
+
+// entityKey renders the entity key for an event of type typ: the type's
+// own key if the file names one, else the default. An error (a key
+// expression that fails on this payload) means no entity.
+func (rs *RuleSet) entityKey(m *machine, typ string) string {
+	t := rs.entity.key
+	if k, ok := rs.entity.types[typ]; ok {
+		t = k
+	}
+	if t == nil {
+		return ""
+	}
+	k, err := renderKey(m, t)
+	if err != nil {
+		return ""
+	}
+	return k
+}
+
+// checkTimers evaluates the "unless" of every timer pending for the
+// entity with this event, whatever its type: a timer is cancelled as soon
+// as any event about the entity makes it true. It returns the rules whose
+// "unless" failed to run.
+func (ps *pass) checkTimers(out *Evaluation) map[*rule]string {
+	var errs map[*rule]string
+	for name, t := range ps.pending {
+		r := ps.rs.byName[name]
+		if r == nil || r.after == 0 || r.unless == nil {
+			continue // fires (or is dropped) when due
+		}
+		u := ps.unlessOf(r)
+		switch {
+		case u.err != "":
+			if errs == nil {
+				errs = map[*rule]string{}
+			}
+			errs[r] = u.err
+		case u.held:
+			out.CancelTimers = append(out.CancelTimers, t.ID)
+			out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.TimerCancelled, TimerID: t.ID, Due: t.Due})
+			delete(ps.pending, name)
+		}
+	}
+	// Map order must not reach the record.
+	slices.SortFunc(out.Deferred, func(a, b alorules.Deferral) int { return strings.Compare(a.Rule, b.Rule) })
+	slices.Sort(out.CancelTimers)
+	return errs
+}
+
+// unlessOf runs a rule's "unless" once per event.
+func (ps *pass) unlessOf(r *rule) unlessResult {
+	if u, ok := ps.unless[r]; ok {
+		return u
+	}
+	var u unlessResult
+	if r.unless != nil {
+		held, msg := runCondition(ps.m, r.unless)
+		if msg != "" {
+			msg = "unless: " + msg
+		}
+		u = unlessResult{held: held, err: msg}
+	}
+	if ps.unless == nil {
+		ps.unless = map[*rule]unlessResult{}
+	}
+	ps.unless[r] = u
+	return u
 }
 
 // test runs a rule's condition; a run-time error is reported, never taken
@@ -87,22 +289,38 @@ func (rs *RuleSet) test(m *machine, r *rule) (bool, string) {
 	if r.cond == nil {
 		return true, ""
 	}
-	if r.cond.fast != nil {
-		if v, ok := r.cond.fast(m.fast); ok {
+	held, msg := runCondition(m, r.cond)
+	if msg != "" {
+		msg = "if: " + msg
+	}
+	return held, msg
+}
+
+// runCondition runs a boolean program, natively when it can.
+func runCondition(m *machine, p *program) (bool, string) {
+	if p.fast != nil {
+		if v, ok := p.fast(m.fast); ok {
 			return v, ""
 		}
 	}
-	v, err := m.run(r.cond)
+	v, err := m.run(p)
 	if err != nil {
-		return false, "if: " + err.Error()
+		return false, err.Error()
 	}
 	b, _ := v.(bool)
 	return b, ""
 }
 
-// fire handles a rule whose condition held: throttle, loop guard, then an
-// execution.
-func (rs *RuleSet) fire(ctx context.Context, m *machine, r *rule, ev *alorules.Event, payload any, now time.Time, thr Throttles, guard *loopGuard, out *Evaluation) (alorules.Outcome, string) {
+// fire handles a rule whose condition held: a timer or a digest for
+// deferred rules; else throttle, loop guard, then an execution.
+func (ps *pass) fire(ctx context.Context, r *rule, out *Evaluation) (alorules.Outcome, string) {
+	switch {
+	case r.after > 0:
+		return ps.setTimer(r, out)
+	case r.digest != nil:
+		return ps.collect(r, out)
+	}
+	rs, m, now := ps.rs, ps.m, ps.in.now
 	var key string
 	haveKey := false
 	if r.throttle != nil {
@@ -114,8 +332,8 @@ func (rs *RuleSet) fire(ctx context.Context, m *machine, r *rule, ev *alorules.E
 		if _, opened := out.Throttles[key]; opened {
 			return alorules.OutcomeThrottled, ""
 		}
-		if thr != nil {
-			until, err := thr.ThrottledUntil(ctx, key)
+		if ps.in.thr != nil {
+			until, err := ps.in.thr.ThrottledUntil(ctx, key)
 			if err != nil {
 				return alorules.OutcomeError, "throttle: " + err.Error()
 			}
@@ -123,10 +341,10 @@ func (rs *RuleSet) fire(ctx context.Context, m *machine, r *rule, ev *alorules.E
 				return alorules.OutcomeThrottled, ""
 			}
 		}
-	} else if id, ok := entityKey(payload); ok {
+	} else if id, ok := entityKey(ps.payload); ok {
 		key, haveKey = r.name+":"+id, true
 	}
-	if haveKey && guard != nil && rs.loop > 0 && !guard.allow(key, now, rs.loop) {
+	if haveKey && ps.in.guard != nil && rs.loop > 0 && !ps.in.guard.allow(key, now, rs.loop) {
 		return alorules.OutcomeLoop, fmt.Sprintf("fired more than %d times this minute for key %q; suspended until the minute ends (raise defaults.loop_limit if this is expected)", rs.loop, key)
 	}
 	if r.throttle != nil {
@@ -136,14 +354,61 @@ func (rs *RuleSet) fire(ctx context.Context, m *machine, r *rule, ev *alorules.E
 		out.Throttles[key] = now.Add(r.throttle.per)
 	}
 	if len(r.steps) > 0 {
-		out.Executions = append(out.Executions, rs.execution(m, r, ev, now))
+		ex := rs.execution(m, r, ps.in.ev, now)
+		if r.readsPrevious && ps.prevRaw != nil {
+			ex.Vars = map[string]json.RawMessage{"previous": ps.prevRaw}
+		}
+		out.Executions = append(out.Executions, ex)
 	}
+	return alorules.OutcomeMatched, ""
+}
+
+// setTimer starts the timer of an "after" rule for the event's entity,
+// unless its "unless" holds already or a timer is pending (whose first
+// due time stays).
+func (ps *pass) setTimer(r *rule, out *Evaluation) (alorules.Outcome, string) {
+	if ps.entity == "" {
+		return alorules.OutcomeError, "after: the event names no entity (entity.key gave nothing), so no later event could cancel a timer"
+	}
+	u := ps.unlessOf(r)
+	switch {
+	case u.err != "":
+		return alorules.OutcomeError, u.err
+	case u.held:
+		out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.TimerNotSet})
+	case ps.pending[r.name] != nil:
+		t := ps.pending[r.name]
+		out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.TimerKept, TimerID: t.ID, Due: t.Due})
+	default:
+		now := ps.in.now
+		t := &store.Timer{ID: store.NewID(now), Rule: r.name, Entity: ps.entity, EventID: ps.in.ev.ID,
+			SetAt: now, Due: now.Add(r.after), PreviousEventID: ps.prevID}
+		out.Timers = append(out.Timers, t)
+		out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.TimerSet, TimerID: t.ID, Due: t.Due})
+	}
+	return alorules.OutcomeMatched, ""
+}
+
+// collect adds the event to its digest.
+func (ps *pass) collect(r *rule, out *Evaluation) (alorules.Outcome, string) {
+	key, err := renderKey(ps.m, r.digest.key)
+	if err != nil {
+		return alorules.OutcomeError, "digest.key: " + err.Error()
+	}
+	out.Digests = append(out.Digests, &store.DigestAdd{Rule: r.name, Key: key, EventID: ps.in.ev.ID,
+		At: ps.in.now, Window: r.digest.window, Max: r.digest.max})
+	out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.DigestAdded, Key: key})
 	return alorules.OutcomeMatched, ""
 }
 
 func renderKey(m *machine, t *tstring) (string, error) {
 	if t == nil {
 		return "", nil
+	}
+	if t.fast != nil && m.fast != nil {
+		if v, ok := t.fast(m.fast); ok {
+			return stringify(v), nil
+		}
 	}
 	v, err := t.render(m)
 	if err != nil {

@@ -76,19 +76,38 @@ func (b *budget) tick(v any) any {
 type envInput struct {
 	Event   *alorules.Event
 	Payload any // the event's payload, decoded once per event
-	Now     time.Time
+	// Previous is the last payload seen for the event's entity before
+	// this event, decoded; nil if none.
+	Previous any
+	Now      time.Time
 	// Steps holds results of earlier steps (templates only): nil leaves
 	// the name undeclared, so conditions cannot use it.
 	Steps map[string]any
-	// Vars are an execution's extra names (templates only).
+	// Vars are an execution's extra names (templates only): state, events,
+	// digest, timer, or any other name not taken.
 	Vars   map[string]any
 	budget *budget
+	// chg, if set, is where changed() reads from (the machine's own, so
+	// that a previous payload found later can be set).
+	chg *changes
+}
+
+// Names that only step templates see, filled from an execution's Vars:
+// a digest's events and their summary, a fired timer. Declared with their
+// types so that compile can check their use.
+var templateVars = map[string]any{
+	"events": []any(nil),
+	"digest": map[string]any(nil),
+	"timer":  map[string]any(nil),
 }
 
 // buildEnv is the one place the expression environment is built, both the
 // declaration that expressions are compiled against and the values they
-// run with, so the two cannot drift apart. Later issues add names here
-// (previous, changed(), events).
+// run with, so the two cannot drift apart.
+//
+// Conditions see event, type, received_at, now(), previous, changed() and
+// state (the entity's latest payload: the event's own, when matching).
+// Templates also see steps, and events, digest and timer from Vars.
 func buildEnv(in envInput) map[string]any {
 	var typ string
 	var received time.Time
@@ -100,11 +119,29 @@ func buildEnv(in envInput) map[string]any {
 	if b == nil {
 		b = &budget{}
 	}
+	prev := in.Previous
+	if prev == nil {
+		// Typed, so that the declaration gives previous a map type; a
+		// nil map reads like nil (previous == nil, previous?.x).
+		prev = map[string]any(nil)
+	}
+	chg := in.chg
+	if chg == nil {
+		chg = &changes{}
+	}
+	chg.cur, chg.prev = in.Payload, in.Previous
+	state := in.Payload
+	if v, ok := in.Vars["state"]; ok {
+		state = v
+	}
 	env := map[string]any{
 		"event":       in.Payload,
 		"type":        typ,
 		"received_at": received,
 		"now":         func() time.Time { return now },
+		"previous":    prev,
+		"changed":     chg.changed,
+		"state":       state,
 		tickName:      b.tick,
 		getName:       fetch,
 		getOptName:    fetchOptional,
@@ -112,6 +149,12 @@ func buildEnv(in envInput) map[string]any {
 	}
 	if in.Steps != nil {
 		env["steps"] = in.Steps
+		for k, v := range templateVars {
+			if x, ok := in.Vars[k]; ok {
+				v = x
+			}
+			env[k] = v
+		}
 	}
 	for k, v := range in.Vars {
 		if _, taken := env[k]; !taken {
@@ -121,11 +164,11 @@ func buildEnv(in envInput) map[string]any {
 	return env
 }
 
-// Declarations to compile against: conditions see the event only,
-// templates also see steps.
+// Declarations to compile against: conditions see the event and its
+// entity, templates also see steps and the deferred rules' names.
 var (
-	condDecl     = buildEnv(envInput{Payload: map[string]any{}})
-	templateDecl = buildEnv(envInput{Payload: map[string]any{}, Steps: map[string]any{}})
+	condDecl     = buildEnv(envInput{Payload: map[string]any{}, Previous: map[string]any{}})
+	templateDecl = buildEnv(envInput{Payload: map[string]any{}, Previous: map[string]any{}, Steps: map[string]any{}})
 )
 
 // program is one compiled expression.
@@ -137,6 +180,9 @@ type program struct {
 	// usesSteps is set when the expression reads steps at all, so it
 	// cannot be rendered before the execution runs.
 	usesSteps bool
+	// names are the environment names it reads that depend on the kind
+	// of rule (previous, changed, events, digest, timer).
+	names []string
 	// fast is the native evaluator of a simple condition, or nil.
 	fast fastBool
 }
@@ -174,7 +220,7 @@ func compile(src string, templates, asBool bool) (*program, *exprError) {
 	if c.err != nil {
 		return nil, c.err
 	}
-	return &program{src: src, prog: c.prog, stepRefs: c.stepRefs, usesSteps: c.usesSteps}, nil
+	return &program{src: src, prog: c.prog, stepRefs: c.stepRefs, usesSteps: c.usesSteps, names: c.names}, nil
 }
 
 // compileWith compiles without the cache; fastFetch false leaves out the
@@ -184,7 +230,7 @@ func compileWith(src string, templates, asBool, fastFetch bool) (*program, *expr
 	if c.err != nil {
 		return nil, c.err
 	}
-	return &program{src: src, prog: c.prog, stepRefs: c.stepRefs, usesSteps: c.usesSteps}, nil
+	return &program{src: src, prog: c.prog, stepRefs: c.stepRefs, usesSteps: c.usesSteps, names: c.names}, nil
 }
 
 // maxCachedPrograms bounds the program cache.
@@ -200,6 +246,7 @@ type compiled struct {
 	prog      *vm.Program
 	stepRefs  []string
 	usesSteps bool
+	names     []string
 	err       *exprError
 }
 
@@ -294,7 +341,7 @@ func compileConfig(src string, cfg *conf.Config) *compiled {
 		l, c := position(src, w.bigRange.Location().From)
 		return &compiled{err: &exprError{Line: l, Column: c, Msg: fmt.Sprintf("range of %d elements is too large (limit %d)", w.bigRangeLen, maxRange)}}
 	}
-	return &compiled{prog: p, stepRefs: w.stepRefs, usesSteps: w.usesSteps}
+	return &compiled{prog: p, stepRefs: w.stepRefs, usesSteps: w.usesSteps, names: w.names}
 }
 
 // toExprError keeps expr's message and turns its position into a column.
@@ -366,10 +413,17 @@ type inspector struct {
 	bigRangeLen int
 	stepRefs    []string
 	usesSteps   bool
+	names       []string
 }
+
+// kindNames are the names whose use depends on the kind of rule.
+var kindNames = []string{"previous", "changed", "events", "digest", "timer"}
 
 // Visit implements ast.Visitor.
 func (w *inspector) Visit(node *ast.Node) {
+	if id, ok := (*node).(*ast.IdentifierNode); ok && slices.Contains(kindNames, id.Value) && !slices.Contains(w.names, id.Value) {
+		w.names = append(w.names, id.Value)
+	}
 	switch n := (*node).(type) {
 	case *ast.BinaryNode:
 		if n.Operator != ".." {
@@ -547,6 +601,7 @@ type machine struct {
 	vm     *vm.VM
 	env    map[string]any
 	budget budget
+	chg    changes    // what changed() compares
 	fast   *fastState // for native conditions (matching only)
 }
 
@@ -555,8 +610,16 @@ var vmPool = sync.Pool{New: func() any { return &vm.VM{MemoryBudget: memoryBudge
 func newMachine(in envInput) *machine {
 	m := &machine{vm: vmPool.Get().(*vm.VM)}
 	in.budget = &m.budget
+	in.chg = &m.chg
 	m.env = buildEnv(in)
 	return m
+}
+
+// setPrevious gives the machine the entity's previous payload, found
+// after the machine was built (the key is an expression on the event).
+func (m *machine) setPrevious(prev any) {
+	m.chg.prev = prev
+	m.env["previous"] = prev
 }
 
 // release returns the VM to the pool; the machine must not be used after.

@@ -216,7 +216,7 @@ func TestFastConditionsDifferential(t *testing.T) {
 			payload, _ := decodePayload([]byte(body))
 			m := newMachine(envInput{Event: rawEvent(t, `{"type":"action_created"}`), Payload: payload, Now: time.Now()})
 			want, werr := m.run(p)
-			got, ok := fast(newFastState(m.env, len(fc.paths)))
+			got, ok := fast(newFastState(m.env, len(fc.paths), &m.chg))
 			m.release()
 			if !ok {
 				continue // the VM decides

@@ -32,10 +32,12 @@ type fastState struct {
 	env   map[string]any
 	memo  []any
 	state []uint8 // per path: 0 not read yet, 1 in memo, 2 the VM decides
+	// chg answers changed("path") natively.
+	chg *changes
 }
 
-func newFastState(env map[string]any, paths int) *fastState {
-	return &fastState{env: env, memo: make([]any, paths), state: make([]uint8, paths)}
+func newFastState(env map[string]any, paths int, chg *changes) *fastState {
+	return &fastState{env: env, memo: make([]any, paths), state: make([]uint8, paths), chg: chg}
 }
 
 // fastCompiler numbers the paths of a rule set's conditions.
@@ -52,6 +54,23 @@ func (fc *fastCompiler) compile(n ast.Node) fastBool {
 	case *ast.BoolNode:
 		v := x.Value
 		return func(*fastState) (bool, bool) { return v, true }
+	case *ast.CallNode:
+		// changed("a.b") with a literal path: the path is split once, at
+		// load.
+		if !isCallTo(x, "changed") || len(x.Arguments) != 1 {
+			return nil
+		}
+		lit, ok := x.Arguments[0].(*ast.StringNode)
+		if !ok {
+			return nil
+		}
+		segs := splitPath(lit.Value)
+		return func(st *fastState) (bool, bool) {
+			if st.chg == nil {
+				return false, false
+			}
+			return st.chg.changedAt(segs), true
+		}
 	case *ast.UnaryNode:
 		if x.Operator != "!" && x.Operator != "not" {
 			return nil
@@ -172,7 +191,7 @@ func (fc *fastCompiler) operand(n ast.Node) fastValue {
 func pathKey(n ast.Node) (string, bool) {
 	switch x := n.(type) {
 	case *ast.IdentifierNode:
-		if x.Value == "event" || x.Value == "type" {
+		if x.Value == "event" || x.Value == "type" || x.Value == "previous" {
 			return x.Value, true
 		}
 	case *ast.ChainNode:
@@ -223,6 +242,15 @@ func compileValue(n ast.Node) fastValue {
 		switch name := x.Value; name {
 		case "event", "type":
 			return func(st *fastState) (any, bool) { return st.env[name], true }
+		case "previous":
+			// A typed nil map stands for "no previous": as nil here, the
+			// way expr's == and ?. treat it.
+			return func(st *fastState) (any, bool) {
+				if m, ok := st.env[name].(map[string]any); ok && m == nil {
+					return nil, true
+				}
+				return st.env[name], true
+			}
 		}
 	case *ast.ChainNode:
 		inner := compileValue(x.Node)

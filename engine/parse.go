@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
@@ -40,11 +41,13 @@ const maxFileSize = 16 << 20
 
 // Keys accepted at each level of a rules file.
 var (
-	rootKeys     = []string{"version", "connections", "defaults", "rules"}
+	rootKeys     = []string{"version", "connections", "defaults", "entity", "rules"}
+	entityKeys   = []string{"key", "types"}
 	defaultsKeys = []string{"retry", "timeout", "loop_limit"}
 	retryKeys    = []string{"attempts", "backoff", "max_backoff"}
-	ruleKeys     = []string{"name", "description", "on", "if", "throttle", "do", "stop", "retry", "timeout"}
+	ruleKeys     = []string{"name", "description", "on", "if", "throttle", "after", "unless", "digest", "do", "stop", "retry", "timeout"}
 	throttleKeys = []string{"key", "per"}
+	digestKeys   = []string{"window", "key", "max"}
 	stepKeys     = []string{"id", "continue_on_error", actions.KindSlack, actions.KindHTTP, actions.KindALO}
 )
 
@@ -77,6 +80,27 @@ type RuleSet struct {
 	loop     int        // loop_limit
 	paths    int        // distinct paths read by native conditions
 	warnings []Issue
+	entity   entitySpec
+	deferred bool // some rule has after: (its timers need entity keys)
+}
+
+// DefaultEntityKey finds the entity an event is about when the rules file
+// does not say: the ALO action's id.
+const DefaultEntityKey = "{{ event.action?.id }}"
+
+// Limits of digests.
+const (
+	DefaultDigestMax = 50
+	MaxDigestMax     = 1000
+)
+
+// entitySpec is how an event's entity key is found: per type, else the
+// default.
+type entitySpec struct {
+	key    *tstring // nil: no entity for types not listed
+	keySrc string
+	types  map[string]*tstring // normalised type -> key
+	srcs   map[string]string
 }
 
 // rule is one compiled rule.
@@ -92,6 +116,23 @@ type rule struct {
 	stop              bool
 	retry             alorules.RetryPolicy
 	timeout           time.Duration
+	// after defers the steps: a timer per entity, cancelled when unless
+	// becomes true first.
+	after     time.Duration
+	unless    *program
+	unlessSrc string
+	digest    *digest
+	// readsPrevious is set when a step template reads previous or
+	// changed(), so executions carry the previous payload with them.
+	readsPrevious bool
+}
+
+// digest collects a rule's matches per key for a window.
+type digest struct {
+	window time.Duration
+	key    *tstring // nil: one digest for the whole rule
+	keySrc string
+	max    int
 }
 
 type throttle struct {
@@ -137,6 +178,32 @@ type RuleInfo struct {
 	Throttle    *ThrottleInfo `json:"throttle,omitempty"`
 	Steps       []string      `json:"steps"` // the kind of each step, in order
 	Stop        bool          `json:"stop,omitempty"`
+	After       string        `json:"after,omitempty"`
+	Unless      string        `json:"unless,omitempty"`
+	Digest      *DigestInfo   `json:"digest,omitempty"`
+}
+
+// DigestInfo is a rule's digest as written.
+type DigestInfo struct {
+	Window string `json:"window"`
+	Key    string `json:"key,omitempty"`
+	Max    int    `json:"max"`
+}
+
+// EntityInfo is how the rule set finds an event's entity, as written.
+type EntityInfo struct {
+	Key   string            `json:"key"`
+	Types map[string]string `json:"types,omitempty"`
+}
+
+// Entity describes the entity setting (the default when the file has
+// none).
+func (rs *RuleSet) Entity() EntityInfo {
+	info := EntityInfo{Key: rs.entity.keySrc}
+	if len(rs.entity.srcs) > 0 {
+		info.Types = maps.Clone(rs.entity.srcs)
+	}
+	return info
 }
 
 // ThrottleInfo is a rule's throttle as written.
@@ -152,6 +219,12 @@ func (rs *RuleSet) Rules() []RuleInfo {
 		info := RuleInfo{Name: r.name, Description: r.description, Line: r.line, On: slices.Clone(r.on), If: r.ifSrc, Stop: r.stop, Steps: []string{}}
 		if r.throttle != nil {
 			info.Throttle = &ThrottleInfo{Key: r.throttle.keySrc, Per: r.throttle.per.String()}
+		}
+		if r.after > 0 {
+			info.After, info.Unless = r.after.String(), r.unlessSrc
+		}
+		if r.digest != nil {
+			info.Digest = &DigestInfo{Window: r.digest.window.String(), Key: r.digest.keySrc, Max: r.digest.max}
 		}
 		for _, s := range r.steps {
 			info.Steps = append(info.Steps, s.kind)
@@ -268,6 +341,7 @@ func (p *parser) parse(src []byte) *RuleSet {
 		p.connections(v)
 	}
 	rs.Secrets = alorules.NewRedactor(p.secrets...)
+	p.entity(f["entity"])
 	if v, ok := f["rules"]; ok {
 		p.rules(v)
 	}
@@ -580,6 +654,7 @@ func (p *parser) rules(n *yaml.Node) {
 		if r := p.rule(rn); r != nil {
 			p.rs.rules = append(p.rs.rules, r)
 			p.rs.byName[r.name] = r
+			p.rs.deferred = p.rs.deferred || r.after > 0
 		}
 	}
 }
@@ -637,13 +712,180 @@ func (p *parser) rule(n *yaml.Node) *rule {
 	if v, ok := f["throttle"]; ok {
 		p.throttle(r, v)
 	}
+	if v, ok := f["after"]; ok {
+		r.after, _ = p.durationValue(v, name, "after")
+	}
+	if v, ok := f["unless"]; ok {
+		p.unless(r, v, f["after"] == nil)
+	}
+	if v, ok := f["digest"]; ok {
+		p.digest(r, v)
+	}
 	if v, ok := f["do"]; ok {
 		p.steps(r, v)
 	}
+	p.deferChecks(r, n, f)
 	if len(p.is.errs) > nerr {
 		return nil
 	}
 	return r
+}
+
+// entity reads the top-level entity setting: how to find the thing an
+// event is about, whose last payload rules see as previous.
+func (p *parser) entity(n *yaml.Node) {
+	e := &p.rs.entity
+	e.keySrc = DefaultEntityKey
+	if n != nil {
+		f := p.fields(n, "", "entity", entityKeys)
+		if v, ok := f["key"]; ok {
+			if src, ok := p.stringValue(v, "", "entity.key"); ok {
+				e.keySrc = src
+			}
+		}
+		if v, ok := f["types"]; ok {
+			es, _ := p.entries(v, "", "entity.types", nil)
+			for _, en := range es {
+				field := "entity.types." + en.key
+				t := en.key
+				switch {
+				case alo.IsHandshake(t):
+					p.is.errorf(en.k.Line, "", field, "%s is the URL handshake, which is never matched", t)
+					continue
+				case !alo.KnownType(t):
+					if s := alo.Suggest(t); s != "" {
+						p.is.errorf(en.k.Line, "", field, "unknown event type %q, did you mean %s?", t, s)
+						continue
+					}
+					p.is.warnf(en.k.Line, "", field, "unknown event type %q", t)
+				}
+				src, ok := p.stringValue(en.v, "", field)
+				if !ok {
+					continue
+				}
+				ts, ok := p.keyTemplate(src, en.v.Line, "", field)
+				if !ok {
+					continue
+				}
+				if e.types == nil {
+					e.types, e.srcs = map[string]*tstring{}, map[string]string{}
+				}
+				e.types[alo.NormalizeType(t)], e.srcs[t] = ts, src
+			}
+		}
+	}
+	line := 0
+	if n != nil {
+		line = valueLine(n, "key")
+	}
+	e.key, _ = p.keyTemplate(e.keySrc, line, "", "entity.key")
+}
+
+// keyTemplate compiles a key template (entity, digest key) against the
+// condition environment; "" compiles to nil, meaning no key.
+func (p *parser) keyTemplate(src string, line int, rule, field string) (*tstring, bool) {
+	if strings.TrimSpace(src) == "" {
+		return nil, true
+	}
+	segs, err := parseTemplate(src, false, p.expand)
+	if err != nil {
+		p.is.errorf(line, rule, field, "%v", err)
+		return nil, false
+	}
+	ts := &tstring{segs: segs, want: reflect.String}
+	if ts.single() {
+		// A key that is one path ({{ event.action?.id }}) is read
+		// natively, without a VM run per event.
+		ts.fast = compileValue(segs[0].prog.prog.Node())
+	}
+	return ts, true
+}
+
+func (p *parser) unless(r *rule, n *yaml.Node, noAfter bool) {
+	src, ok := p.stringValue(n, r.name, "unless")
+	if !ok {
+		return
+	}
+	if noAfter {
+		p.is.errorf(n.Line, r.name, "unless", "only a rule with after: has an unless (it cancels the timer)")
+		return
+	}
+	if strings.TrimSpace(src) == "" {
+		p.is.errorf(n.Line, r.name, "unless", "empty condition: leave out unless")
+		return
+	}
+	prog, err := compile(src, false, true)
+	if err != nil {
+		line := n.Line + err.Line - 1
+		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+			line++
+		}
+		p.is.errorf(line, r.name, "unless", "%s", err.Error())
+		return
+	}
+	prog.fast = p.fast.compile(prog.prog.Node())
+	r.unless, r.unlessSrc = prog, src
+}
+
+func (p *parser) digest(r *rule, n *yaml.Node) {
+	f := p.fields(n, r.name, "digest", digestKeys)
+	d := &digest{max: DefaultDigestMax}
+	if v, ok := f["window"]; ok {
+		d.window, _ = p.durationValue(v, r.name, "digest.window")
+	} else {
+		p.is.errorf(n.Line, r.name, "digest.window", "required")
+	}
+	if v, ok := f["max"]; ok {
+		if m, ok := p.intValue(v, r.name, "digest.max"); ok {
+			if m < 1 || m > MaxDigestMax {
+				p.is.errorf(v.Line, r.name, "digest.max", "want 1 to %d, got %d", MaxDigestMax, m)
+			}
+			d.max = m
+		}
+	}
+	if v, ok := f["key"]; ok {
+		if src, ok := p.stringValue(v, r.name, "digest.key"); ok {
+			d.keySrc = src
+			d.key, _ = p.keyTemplate(src, v.Line, r.name, "digest.key")
+		}
+	}
+	r.digest = d
+}
+
+// deferChecks refuses combinations that have no clear meaning and names
+// in step templates that the rule's kind never provides.
+func (p *parser) deferChecks(r *rule, n *yaml.Node, f map[string]*yaml.Node) {
+	line := func(key string) int {
+		if v := f[key]; v != nil {
+			return v.Line
+		}
+		return n.Line
+	}
+	if r.after > 0 && f["digest"] != nil {
+		p.is.errorf(line("digest"), r.name, "digest", "a rule has after: or digest:, not both")
+	}
+	if f["throttle"] != nil && (f["after"] != nil || f["digest"] != nil) {
+		p.is.errorf(line("throttle"), r.name, "throttle", "a rule with after: or digest: runs at most once per entity or window already; leave out throttle")
+	}
+	for _, s := range r.steps {
+		walkStrings(s.tree, func(ts *tstring) {
+			for _, seg := range ts.segs {
+				if seg.prog == nil {
+					continue
+				}
+				for _, name := range seg.prog.names {
+					switch {
+					case name == "previous" || name == "changed":
+						r.readsPrevious = true
+					case (name == "events" || name == "digest") && r.digest == nil:
+						p.is.errorf(ts.line, r.name, ts.field, "%s: only a rule with digest: has it", name)
+					case name == "timer" && r.after == 0:
+						p.is.errorf(ts.line, r.name, ts.field, "timer: only a rule with after: has it")
+					}
+				}
+			}
+		})
+	}
 }
 
 func (p *parser) on(r *rule, n *yaml.Node) {

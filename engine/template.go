@@ -110,6 +110,8 @@ type tstring struct {
 	// line and field place the string in the file, for load errors.
 	line  int
 	field string
+	// fast reads a key that is one path natively (keys only), or nil.
+	fast fastValue
 }
 
 // single reports whether the string is exactly one {{ }}.

@@ -31,12 +31,22 @@ var (
 	bCounts    = []byte("counts")           // counter name -> 8-byte int64
 	bRuleHours = []byte("rule_hours")       // pfx(rule)+8-byte hour nanos -> hits, failures
 	bRules     = []byte("rules")            // name(rule) -> 8-byte last hit nanos + rule name
+	bEntities  = []byte("entities")         // name(entity) -> encoded entity state
+	bEntAge    = []byte("entities_updated") // 8-byte updated nanos + name(entity) -> nil
+	bTimers    = []byte("timers")           // timer id -> Timer JSON
+	bTimerDue  = []byte("timers_due")       // 8-byte due nanos + timer id -> nil
+	bTimerKey  = []byte("timers_entity")    // pfx(entity, rule) -> timer id
+	bDigests   = []byte("digests")          // digest id -> Digest JSON
+	bDigestDue = []byte("digests_due")      // 8-byte due nanos + digest id -> nil
+	bDigestKey = []byte("digests_key")      // pfx(rule, key) -> digest id
+	bEventRefs = []byte("event_refs")       // pfx(event id)+timer or digest id -> nil: keeps the event
 )
 
 var allBuckets = [][]byte{
 	bMeta, bEvents, bEvType, bDedupe, bPending, bMatches,
 	bUnmatched, bExecs, bExRule, bExStatus, bExRuleSt, bExEvent, bQueue,
 	bThrottles, bRuleSets, bCounts, bRuleHours, bRules,
+	bEntities, bEntAge, bTimers, bTimerDue, bTimerKey, bDigests, bDigestDue, bDigestKey, bEventRefs,
 }
 
 // Counter names in bCounts.
@@ -47,6 +57,9 @@ const (
 	// instead of walking every key.
 	countEventHour    = "evhour:"
 	countStatusPrefix = "status:"
+	countEntities     = "entities"
+	countTimers       = "timers"
+	countDigests      = "digests"
 )
 
 // maxName is the longest name used as is inside a key. bbolt refuses keys

@@ -19,6 +19,17 @@ type MatchWrite struct {
 	Executions []*alorules.Execution
 	// Throttles maps throttle keys to the time until which they hold.
 	Throttles map[string]time.Time
+	// Entity, if set, replaces the state of the event's entity.
+	Entity *EntityWrite
+	// Timers are new timers to set; one whose rule already has a timer
+	// pending for the entity is not stored (the first due time stays).
+	// Ids are filled if empty.
+	Timers []*Timer
+	// CancelTimers are ids of pending timers to drop; ids no longer
+	// pending are ignored.
+	CancelTimers []string
+	// Digests are the event's additions to open digests.
+	Digests []*DigestAdd
 }
 
 // SaveMatch records the outcome of matching one event in one transaction:
@@ -63,6 +74,14 @@ func (s *Store) SaveMatch(ctx context.Context, w MatchWrite) error {
 			return fmt.Errorf("save match %s: %w", m.EventID, err)
 		}
 		vals[i] = v
+	}
+	for _, t := range w.Timers {
+		s.prepareTimer(t)
+	}
+	for _, d := range w.Digests {
+		if d.ID == "" {
+			d.ID = s.newID(d.At)
+		}
 	}
 	mj, err := json.Marshal(&m)
 	if err != nil {
@@ -109,7 +128,7 @@ func (s *Store) SaveMatch(ctx context.Context, w MatchWrite) error {
 				return err
 			}
 		}
-		return nil
+		return saveDeferred(tx, w)
 	})
 	if err != nil {
 		return fmt.Errorf("save match %s: %w", m.EventID, err)
@@ -119,6 +138,33 @@ func (s *Store) SaveMatch(ctx context.Context, w MatchWrite) error {
 	}
 	w.Match.MatchedAt = m.MatchedAt
 	w.Match.Results = m.Results
+	return nil
+}
+
+// saveDeferred writes what a match does to entity state, timers and
+// digests. Cancellations go first, so that an event which cancels a timer
+// and matches its rule again sets a fresh one.
+func saveDeferred(tx *bolt.Tx, w MatchWrite) error {
+	for _, id := range w.CancelTimers {
+		if _, err := deleteTimer(tx, []byte(id)); err != nil {
+			return fmt.Errorf("cancel timer %s: %w", id, err)
+		}
+	}
+	for _, t := range w.Timers {
+		if _, err := putTimer(tx, t); err != nil {
+			return fmt.Errorf("timer %s: %w", t.ID, err)
+		}
+	}
+	for _, d := range w.Digests {
+		if err := addToDigest(tx, d); err != nil {
+			return fmt.Errorf("digest %s: %w", d.Rule, err)
+		}
+	}
+	if w.Entity != nil && w.Entity.Key != "" {
+		if err := putEntity(tx, w.Entity); err != nil {
+			return fmt.Errorf("entity %s: %w", w.Entity.Key, err)
+		}
+	}
 	return nil
 }
 

@@ -27,9 +27,13 @@ const (
 // match record, dedupe records that point at them, and their executions
 // with their indexes. An event that still has unfinished work (an
 // execution queued, running or retrying, or the event not matched yet) is
-// kept, and still counts towards maxEvents. Prune also drops expired dedupe
-// records, throttle keys that ended before now, and hourly rule stats
-// older than olderThan. It returns how many events it deleted.
+// kept, and still counts towards maxEvents; so is an event that a pending
+// timer or an open digest will still run for. Prune also drops expired
+// dedupe records, throttle keys that ended before now, hourly rule stats
+// older than olderThan, and the state of entities not updated since
+// olderThan (or, least recently updated first, beyond maxEvents of them:
+// an entity's state is a copy of one of its events). It returns how many
+// events it deleted.
 func (s *Store) Prune(ctx context.Context, olderThan time.Time, maxEvents int) (removed int, err error) {
 	ageBound := ""
 	if !olderThan.IsZero() {
@@ -92,6 +96,9 @@ func (s *Store) Prune(ctx context.Context, olderThan time.Time, maxEvents int) (
 	if err := s.sweep(ctx, olderThan); err != nil {
 		return removed, fmt.Errorf("prune: %w", err)
 	}
+	if _, err := s.pruneEntities(ctx, olderThan, maxEvents); err != nil {
+		return removed, fmt.Errorf("prune: %w", err)
+	}
 	return removed, nil
 }
 
@@ -99,6 +106,10 @@ func (s *Store) Prune(ctx context.Context, olderThan time.Time, maxEvents int) (
 // yet, or an execution that is not final.
 func eventBusy(tx *bolt.Tx, id []byte) (bool, error) {
 	if tx.Bucket(bPending).Get(id) != nil {
+		return true, nil
+	}
+	// A pending timer or an open digest will render its steps with it.
+	if k, _ := tx.Bucket(bEventRefs).Cursor().Seek(pfx(string(id))); k != nil && bytes.HasPrefix(k, pfx(string(id))) {
 		return true, nil
 	}
 	busy := false
