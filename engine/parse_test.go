@@ -54,6 +54,21 @@ func TestParseErrors(t *testing.T) {
 		{"yaml_syntax.yaml", []string{`yaml_syntax.yaml:3: did not find expected ',' or ']'`}},
 		{"bad_version.yaml", []string{`bad_version.yaml:1: version: unsupported version 2, want 1`}},
 		{"empty.yaml", []string{`empty.yaml: file is empty`}},
+		{"unless_without_after.yaml", []string{`unless_without_after.yaml:5: rule "a": unless: only a rule with after: has an unless (it cancels the timer)`}},
+		{"after_and_digest.yaml", []string{`after_and_digest.yaml:5: rule "a": digest: a rule has after: or digest:, not both`}},
+		{"throttle_with_after.yaml", []string{`throttle_with_after.yaml:5: rule "a": throttle: a rule with after: or digest: runs at most once per entity or window already; leave out throttle`}},
+		{"digest_bad.yaml", []string{
+			`digest_bad.yaml:4: rule "a": digest.window: required`,
+			`digest_bad.yaml:4: rule "a": digest.max: want 1 to 1000, got 5000`,
+		}},
+		{"deferred_names.yaml", []string{
+			`deferred_names.yaml:7: rule "a": do[0].http.json.n: events: only a rule with digest: has it`,
+			`deferred_names.yaml:11: rule "b": do[0].http.json.due: timer: only a rule with after: has it`,
+		}},
+		{"entity_bad.yaml", []string{
+			`entity_bad.yaml:3: entity.key: {{ event.action?.id + }}: unexpected token EOF (column 20)`,
+			`entity_bad.yaml:5: entity.types.action_creatd: unknown event type "action_creatd", did you mean action_created?`,
+		}},
 		{"every_error.yaml", []string{
 			`every_error.yaml:4: connections.ops-slack.slack.webhook_url: environment variable SLACK_MISSING is not set`,
 			`every_error.yaml:6: defaults.timeout: bad duration "soon": want a positive duration such as 10s or 5m`,
