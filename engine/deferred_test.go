@@ -289,3 +289,67 @@ func TestTimersPerEntity(t *testing.T) {
 		}
 	}
 }
+
+const digestRules = `version: 1
+connections:
+  hook: { http: { base_url: "https://example.com" } }
+rules:
+  - name: summary
+    on: [action_created]
+    digest: { window: 15m, key: "{{ event.action?.channel_id }}", max: 3 }
+    do:
+      - http:
+          connection: hook
+          path: /summary
+          json:
+            text: "{{ digest.count }} new in {{ digest.key }}: {{ join(map(events, .action.title), \", \") }}"
+            listed: "{{ len(events) }}"
+`
+
+func TestDigest(t *testing.T) {
+	s := newSim(t, digestRules)
+	var first string
+	for i := range 5 {
+		m := s.send(fmt.Sprintf(`{"type":"action_created","action":{"id":"a%d","channel_id":"ch1","title":"T%d"}}`, i, i))
+		if i == 0 {
+			first = m.EventID
+		}
+		if got := deferredKinds(m); !slices.Equal(got, []string{"summary:digest_added"}) || m.Deferred[0].Key != "ch1" {
+			t.Fatalf("event %d: got %v, want it added to digest ch1", i, m.Deferred)
+		}
+		s.advance(time.Minute)
+	}
+	other := s.send(`{"type":"action_created","action":{"id":"b1","channel_id":"ch2","title":"Other"}}`)
+	if n, _ := s.st.DigestCount(context.Background()); n != 2 {
+		t.Fatalf("got %d open digests, want 2", n)
+	}
+	// Nothing until the window ends, counted from the first event.
+	s.advance(10*time.Minute - time.Second)
+	if got := s.fire(); len(got) != 0 {
+		t.Fatalf("fired %v before the window ended", got)
+	}
+	s.restart() // the open digests are durable
+	s.advance(time.Second)
+	fired := s.fire()
+	if len(fired) != 1 || fired[0].Kind != FiredDigest || fired[0].Key != "ch1" || fired[0].Count != 5 || fired[0].EventID != first {
+		t.Fatalf("got %+v, want the ch1 digest of 5 events, run for the first", fired)
+	}
+	got := s.render(fired[0].ExecutionID)
+	for _, want := range []string{`"text":"5 new in ch1: T0, T1, T2"`, `"listed":3`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("got %s, want it to contain %s", got, want)
+		}
+	}
+	s.advance(5 * time.Minute)
+	fired = s.fire()
+	if len(fired) != 1 || fired[0].Key != "ch2" || fired[0].EventID != other.EventID {
+		t.Fatalf("got %+v, want the ch2 digest", fired)
+	}
+	// A new match opens a new window.
+	if m := s.send(`{"type":"action_created","action":{"id":"a9","channel_id":"ch1","title":"Later"}}`); len(m.Deferred) != 1 {
+		t.Fatalf("got %v, want the event added to a new digest", m.Deferred)
+	}
+	if n, _ := s.st.DigestCount(context.Background()); n != 1 {
+		t.Errorf("got %d open digests, want 1", n)
+	}
+}
