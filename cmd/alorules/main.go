@@ -6,6 +6,7 @@
 //	alorules serve   [flags]            run the service
 //	alorules check   RULES              validate a rules file
 //	alorules test    --rules RULES EVENT.json...
+//	alorules test    RULES --tests TESTS.yaml
 //	alorules send    [--challenge] URL [FILE]
 //	alorules backup  --server URL FILE
 //	alorules compact SRC DST
@@ -31,6 +32,7 @@ Usage:
   alorules serve   [flags]                      run the service (see 'alorules serve -h')
   alorules check   RULES                        validate a rules file
   alorules test    --rules RULES EVENT.json...  show each rule's outcome and rendered steps
+  alorules test    RULES --tests TESTS.yaml     run rule unit tests (event sequences, simulated clock)
   alorules send    [--challenge] URL [FILE]     sign a JSON event (FILE or stdin) and POST it
   alorules backup  --server URL FILE            save a consistent copy of a running service's store
   alorules compact SRC DST                      rewrite a stopped store to reclaim space

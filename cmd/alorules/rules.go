@@ -81,29 +81,49 @@ func shortHash(h string) string {
 }
 
 // cmdTest shows what a rules file makes of events: given as files, or the
-// stored events of a running service (--server), through its API.
+// stored events of a running service (--server), through its API; or runs
+// rule unit tests (--tests) against a simulated clock.
 func cmdTest(ctx context.Context, args []string, cio cmdIO) int {
 	f := newEnvFlags("test", cio.getenv)
 	f.fs.SetOutput(cio.stderr)
 	rulesPath := f.fs.String("rules", "", "candidate rules file")
+	tests := f.fs.String("tests", "", "rule unit tests: a YAML file of event sequences and expectations")
 	asJSON := f.fs.Bool("json", false, "print JSON for machines")
 	server := f.fs.String("server", "", "admin URL of a running alorules: test against its stored events")
 	since := f.fs.Duration("since", 24*time.Hour, "with --server: how far back to take stored events")
 	placeholders := f.fs.Bool("env-placeholders", false, "treat missing ${NAME} variables as placeholders")
 	f.fs.Usage = func() {
-		fmt.Fprintln(cio.stderr, "usage: alorules test --rules RULES [--json] EVENT.json...\n       alorules test --rules RULES --server URL [--since 24h] [--json]")
+		fmt.Fprintln(cio.stderr, "usage: alorules test RULES --tests TESTS.yaml [--json]\n       alorules test --rules RULES [--json] EVENT.json...\n       alorules test --rules RULES --server URL [--since 24h] [--json]")
 		f.fs.PrintDefaults()
 	}
 	if err := f.Parse(args); err != nil {
 		return 2
 	}
-	if *rulesPath == "" || (*server == "" && f.fs.NArg() == 0) {
-		f.fs.Usage()
-		return 2
+	// Flags may come after the rules file: alorules test RULES --tests T.
+	var pos []string
+	for f.fs.NArg() > 0 {
+		pos = append(pos, f.fs.Arg(0))
+		if err := f.fs.Parse(f.fs.Args()[1:]); err != nil {
+			return 2
+		}
+	}
+	if *rulesPath == "" && len(pos) > 0 && (*tests != "" || *server != "" || len(pos) > 1) {
+		*rulesPath, pos = pos[0], pos[1:]
 	}
 	getenv := cio.getenv
 	if *placeholders {
 		getenv = placeholderEnv(getenv)
+	}
+	if *tests != "" {
+		if *rulesPath == "" || len(pos) > 0 || *server != "" {
+			f.fs.Usage()
+			return 2
+		}
+		return cmdRuleTests(ctx, *rulesPath, *tests, getenv, *asJSON, cio)
+	}
+	if *rulesPath == "" || (*server == "" && len(pos) == 0) {
+		f.fs.Usage()
+		return 2
 	}
 
 	var results []engine.TestResult
@@ -132,7 +152,7 @@ func cmdTest(ctx context.Context, args []string, cio cmdIO) int {
 			}
 			return cio.errorf("%v", err)
 		}
-		for _, path := range f.fs.Args() {
+		for _, path := range pos {
 			body, err := os.ReadFile(path)
 			if err != nil {
 				return cio.errorf("%v", err)

@@ -1,0 +1,614 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"alorules"
+	"alorules/engine"
+)
+
+// Rule unit tests: a tests file lists sequences of events (and moves of a
+// simulated clock) with what the rules should make of each step. They run
+// against the real engine on a temporary store; nothing is sent. The
+// format is in docs/rules-over-time.md.
+
+// defaultTestStart is where the simulated clock of a test starts unless it
+// says otherwise: a fixed time, so that rendered times are reproducible.
+var defaultTestStart = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+type testsFile struct {
+	Tests []ruleTest `yaml:"tests"`
+}
+
+type ruleTest struct {
+	Name  string     `yaml:"name"`
+	Start string     `yaml:"start"`
+	Steps []testStep `yaml:"steps"`
+}
+
+type testStep struct {
+	Event   yaml.Node `yaml:"event"`
+	Advance string    `yaml:"advance"`
+	Expect  *expect   `yaml:"expect"`
+}
+
+// expect is what one step should do. Lists of rules compare as sets with
+// repeats (sorted); a key left out is not checked, an empty list means
+// "none".
+type expect struct {
+	Matched         *[]string         `yaml:"matched"`
+	NotMatched      []string          `yaml:"not_matched"`
+	Outcomes        map[string]string `yaml:"outcomes"`
+	Executions      *[]string         `yaml:"executions"`
+	Requests        []requestExpect   `yaml:"requests"`
+	Previous        *bool             `yaml:"previous"`
+	Changed         *[]string         `yaml:"changed"`
+	TimersSet       *[]string         `yaml:"timers_set"`
+	TimersKept      *[]string         `yaml:"timers_kept"`
+	TimersCancelled *[]string         `yaml:"timers_cancelled"`
+	TimersFired     *[]string         `yaml:"timers_fired"`
+	TimersPending   *[]string         `yaml:"timers_pending"`
+	DigestsAdded    *[]string         `yaml:"digests_added"`
+	DigestsSent     *[]digestExpect   `yaml:"digests_sent"`
+}
+
+// requestExpect checks one rendered step of an execution created in the
+// step: match is a subset of the request's JSON.
+type requestExpect struct {
+	Rule  string `yaml:"rule"`
+	Step  string `yaml:"step"` // 1-based index or the step's id; default 1
+	Match any    `yaml:"match"`
+}
+
+// digestExpect is a rule name, or {rule, count, key}.
+type digestExpect struct {
+	Rule  string
+	Count *int
+	Key   *string
+}
+
+func (d *digestExpect) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		d.Rule = n.Value
+		return nil
+	}
+	var v struct {
+		Rule  string  `yaml:"rule"`
+		Count *int    `yaml:"count"`
+		Key   *string `yaml:"key"`
+	}
+	dec := yamlStrict(n)
+	if err := dec(&v); err != nil {
+		return err
+	}
+	d.Rule, d.Count, d.Key = v.Rule, v.Count, v.Key
+	return nil
+}
+
+// yamlStrict decodes a node refusing unknown keys (Node.Decode has no
+// such option, so the node is encoded and decoded again).
+func yamlStrict(n *yaml.Node) func(any) error {
+	return func(v any) error {
+		b, err := yaml.Marshal(n)
+		if err != nil {
+			return err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(v); err != nil {
+			return fmt.Errorf("line %d: %w", n.Line, err)
+		}
+		return nil
+	}
+}
+
+// testReport is one test's result, for --json.
+type testReport struct {
+	Name     string            `json:"name"`
+	Passed   bool              `json:"passed"`
+	Failures []string          `json:"failures"`
+	Steps    []*engine.SimStep `json:"steps"`
+}
+
+// cmdRuleTests runs a tests file against a rules file and reports; exit 1
+// when a test fails or a file does not load.
+func cmdRuleTests(ctx context.Context, rulesPath, testsPath string, getenv func(string) string, asJSON bool, cio cmdIO) int {
+	rs, warns, err := engine.Load(rulesPath, getenv)
+	printIssues(cio.stderr, warns)
+	if err != nil {
+		if issues := loadIssues(err); issues != nil {
+			printIssues(cio.stdout, issues)
+			return 1
+		}
+		return cio.errorf("%v", err)
+	}
+	tf, err := readTests(testsPath)
+	if err != nil {
+		return cio.errorf("%v", err)
+	}
+	if problems := checkTestNames(tf, rs); len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(cio.stdout, "%s: %s\n", testsPath, p)
+		}
+		return 1
+	}
+	var reports []testReport
+	failed := 0
+	for _, tt := range tf.Tests {
+		rep, err := runRuleTest(ctx, rs, tt, filepath.Dir(testsPath))
+		if err != nil {
+			return cio.errorf("%s: test %q: %v", testsPath, tt.Name, err)
+		}
+		if !rep.Passed {
+			failed++
+		}
+		reports = append(reports, rep)
+	}
+	if asJSON {
+		enc := json.NewEncoder(cio.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"tests": reports, "passed": len(reports) - failed, "failed": failed}); err != nil {
+			return cio.errorf("%v", err)
+		}
+	} else {
+		for _, r := range reports {
+			if r.Passed {
+				fmt.Fprintf(cio.stdout, "ok    %s (%d steps)\n", r.Name, len(r.Steps))
+				continue
+			}
+			fmt.Fprintf(cio.stdout, "FAIL  %s\n", r.Name)
+			for _, f := range r.Failures {
+				fmt.Fprintf(cio.stdout, "      %s\n", f)
+			}
+		}
+		fmt.Fprintf(cio.stdout, "%s: %d test(s), %d passed, %d failed\n", testsPath, len(reports), len(reports)-failed, failed)
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func loadIssues(err error) []engine.Issue {
+	var le *engine.LoadError
+	if !errors.As(err, &le) {
+		return nil
+	}
+	return le.Issues
+}
+
+func readTests(path string) (*testsFile, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true)
+	var tf testsFile
+	if err := dec.Decode(&tf); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(tf.Tests) == 0 {
+		return nil, fmt.Errorf("%s: no tests", path)
+	}
+	for i, tt := range tf.Tests {
+		if tt.Name == "" {
+			return nil, fmt.Errorf("%s: test %d has no name", path, i+1)
+		}
+		if len(tt.Steps) == 0 {
+			return nil, fmt.Errorf("%s: test %q has no steps", path, tt.Name)
+		}
+		for j, st := range tt.Steps {
+			hasEvent := !st.Event.IsZero()
+			switch {
+			case hasEvent == (st.Advance != ""):
+				return nil, fmt.Errorf("%s: test %q step %d: want exactly one of event or advance", path, tt.Name, j+1)
+			case !hasEvent && st.Expect != nil && st.Expect.eventOnly() != "":
+				return nil, fmt.Errorf("%s: test %q step %d: expect.%s is only for a step with an event", path, tt.Name, j+1, st.Expect.eventOnly())
+			}
+		}
+	}
+	return &tf, nil
+}
+
+// eventOnly names an expectation that needs an event's match.
+func (e *expect) eventOnly() string {
+	switch {
+	case e.Matched != nil:
+		return "matched"
+	case e.NotMatched != nil:
+		return "not_matched"
+	case e.Outcomes != nil:
+		return "outcomes"
+	case e.Previous != nil:
+		return "previous"
+	case e.Changed != nil:
+		return "changed"
+	case e.TimersSet != nil:
+		return "timers_set"
+	case e.TimersKept != nil:
+		return "timers_kept"
+	case e.TimersCancelled != nil:
+		return "timers_cancelled"
+	case e.DigestsAdded != nil:
+		return "digests_added"
+	}
+	return ""
+}
+
+// checkTestNames finds rule names in expectations that the rules file
+// does not have: a typo there would make a test pass for nothing.
+func checkTestNames(tf *testsFile, rs *engine.RuleSet) []string {
+	known := map[string]bool{}
+	for _, r := range rs.Rules() {
+		known[r.Name] = true
+	}
+	var out []string
+	check := func(test string, step int, field string, names ...string) {
+		for _, n := range names {
+			if !known[n] {
+				out = append(out, fmt.Sprintf("test %q step %d: %s: no rule named %q in the rules file", test, step, field, n))
+			}
+		}
+	}
+	for _, tt := range tf.Tests {
+		for i, st := range tt.Steps {
+			e := st.Expect
+			if e == nil {
+				continue
+			}
+			for field, l := range map[string]*[]string{"matched": e.Matched, "executions": e.Executions, "timers_set": e.TimersSet,
+				"timers_kept": e.TimersKept, "timers_cancelled": e.TimersCancelled, "timers_fired": e.TimersFired,
+				"timers_pending": e.TimersPending, "digests_added": e.DigestsAdded} {
+				if l != nil {
+					check(tt.Name, i+1, field, *l...)
+				}
+			}
+			check(tt.Name, i+1, "not_matched", e.NotMatched...)
+			for r := range e.Outcomes {
+				check(tt.Name, i+1, "outcomes", r)
+			}
+			for _, r := range e.Requests {
+				check(tt.Name, i+1, "requests", r.Rule)
+			}
+			if e.DigestsSent != nil {
+				for _, d := range *e.DigestsSent {
+					check(tt.Name, i+1, "digests_sent", d.Rule)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// runRuleTest runs one test in a fresh simulation.
+func runRuleTest(ctx context.Context, rs *engine.RuleSet, tt ruleTest, dir string) (testReport, error) {
+	rep := testReport{Name: tt.Name, Failures: []string{}}
+	start := defaultTestStart
+	if tt.Start != "" {
+		t, err := time.Parse(time.RFC3339, tt.Start)
+		if err != nil {
+			return rep, fmt.Errorf("start: want an RFC 3339 time, got %q", tt.Start)
+		}
+		start = t
+	}
+	sim, err := engine.NewSimulation(rs, start)
+	if err != nil {
+		return rep, err
+	}
+	defer sim.Close()
+	for i, st := range tt.Steps {
+		var step *engine.SimStep
+		if st.Advance != "" {
+			d, err := time.ParseDuration(st.Advance)
+			if err != nil || d < 0 {
+				return rep, fmt.Errorf("step %d: advance: want a duration such as 2h, got %q", i+1, st.Advance)
+			}
+			if step, err = sim.Advance(ctx, d); err != nil {
+				return rep, fmt.Errorf("step %d: %w", i+1, err)
+			}
+		} else {
+			body, err := eventBody(&st.Event, dir)
+			if err != nil {
+				return rep, fmt.Errorf("step %d: event: %w", i+1, err)
+			}
+			if step, err = sim.Send(ctx, body); err != nil {
+				return rep, fmt.Errorf("step %d: %w", i+1, err)
+			}
+		}
+		rep.Steps = append(rep.Steps, step)
+		if st.Expect != nil {
+			for _, f := range st.Expect.check(step) {
+				rep.Failures = append(rep.Failures, fmt.Sprintf("test %q step %d: %s", tt.Name, i+1, f))
+			}
+		}
+	}
+	rep.Passed = len(rep.Failures) == 0
+	return rep, nil
+}
+
+// eventBody is an event given inline (a YAML mapping, or JSON text) or as
+// "file:path" relative to the tests file.
+func eventBody(n *yaml.Node, dir string) ([]byte, error) {
+	if n.Kind == yaml.ScalarNode {
+		if path, ok := strings.CutPrefix(n.Value, "file:"); ok {
+			path = strings.TrimSpace(path)
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(dir, path)
+			}
+			return os.ReadFile(path)
+		}
+		if !json.Valid([]byte(n.Value)) {
+			return nil, fmt.Errorf("line %d: want a mapping, JSON text or file:PATH", n.Line)
+		}
+		return []byte(n.Value), nil
+	}
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return nil, fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return json.Marshal(v)
+}
+
+// check compares a step with what was expected and returns one readable
+// line per difference.
+func (e *expect) check(step *engine.SimStep) []string {
+	var out []string
+	failf := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	results := map[string]alorules.RuleResult{}
+	var matched []string
+	if m := step.Match; m != nil {
+		for _, r := range m.Results {
+			results[r.Rule] = r
+			if r.Outcome == alorules.OutcomeMatched {
+				matched = append(matched, r.Rule)
+			}
+		}
+	}
+	outcome := func(rule string) string {
+		r, ok := results[rule]
+		if !ok {
+			return "not evaluated"
+		}
+		if r.Error != "" {
+			return string(r.Outcome) + " (" + r.Error + ")"
+		}
+		return string(r.Outcome)
+	}
+	if step.Event != nil && step.Match == nil && (e.Matched != nil || e.Outcomes != nil) {
+		failf("the event is a URL handshake, which is never matched")
+	}
+	if e.Matched != nil {
+		want := *e.Matched
+		for _, r := range sorted(want) {
+			if !slices.Contains(matched, r) {
+				failf("rule %s: got %s, want matched", r, outcome(r))
+			}
+		}
+		for _, r := range matched {
+			if !slices.Contains(want, r) {
+				failf("rule %s: got matched, want not matched (it is not in matched)", r)
+			}
+		}
+	}
+	for _, r := range sorted(e.NotMatched) {
+		if slices.Contains(matched, r) {
+			failf("rule %s: got matched, want not matched", r)
+		}
+	}
+	for _, r := range sortedKeys(e.Outcomes) {
+		if got := string(results[r].Outcome); got != e.Outcomes[r] {
+			failf("rule %s: got %s, want %s", r, outcome(r), e.Outcomes[r])
+		}
+	}
+	if e.Previous != nil && step.Match != nil {
+		if got := step.Match.PreviousEventID != ""; got != *e.Previous {
+			failf("previous: got %v, want %v", got, *e.Previous)
+		}
+	}
+	if e.Changed != nil && step.Match != nil {
+		if got, want := step.Match.Changed, *e.Changed; !slices.Equal(sorted(got), sorted(want)) {
+			failf("changed: got %s, want %s", list(got), list(want))
+		}
+	}
+	var execRules []string
+	for _, ex := range step.Executions {
+		execRules = append(execRules, ex.Rule)
+	}
+	compare := func(field string, want *[]string, got []string) {
+		if want != nil && !slices.Equal(sorted(got), sorted(*want)) {
+			failf("%s: got %s, want %s", field, list(got), list(*want))
+		}
+	}
+	compare("executions", e.Executions, execRules)
+	deferred := func(kind alorules.DeferralKind) []string {
+		var rules []string
+		if step.Match != nil {
+			for _, d := range step.Match.Deferred {
+				if d.Kind == kind {
+					rules = append(rules, d.Rule)
+				}
+			}
+		}
+		return rules
+	}
+	compare("timers_set", e.TimersSet, deferred(alorules.TimerSet))
+	compare("timers_kept", e.TimersKept, deferred(alorules.TimerKept))
+	compare("timers_cancelled", e.TimersCancelled, deferred(alorules.TimerCancelled))
+	compare("digests_added", e.DigestsAdded, deferred(alorules.DigestAdded))
+	var timersFired, digestsSent []string
+	for _, f := range step.Fired {
+		switch f.Kind {
+		case engine.FiredTimer:
+			timersFired = append(timersFired, f.Rule)
+		case engine.FiredDigest:
+			digestsSent = append(digestsSent, f.Rule)
+		}
+	}
+	compare("timers_fired", e.TimersFired, timersFired)
+	var pending []string
+	for _, t := range step.PendingTimers {
+		pending = append(pending, t.Rule)
+	}
+	compare("timers_pending", e.TimersPending, pending)
+	if e.DigestsSent != nil {
+		var want []string
+		for _, d := range *e.DigestsSent {
+			want = append(want, d.Rule)
+		}
+		compare("digests_sent", &want, digestsSent)
+		for _, d := range *e.DigestsSent {
+			for _, f := range step.Fired {
+				if f.Kind != engine.FiredDigest || f.Rule != d.Rule {
+					continue
+				}
+				if d.Count != nil && f.Count != *d.Count {
+					failf("digest %s: count: got %d, want %d", d.Rule, f.Count, *d.Count)
+				}
+				if d.Key != nil && f.Key != *d.Key {
+					failf("digest %s: key: got %q, want %q", d.Rule, f.Key, *d.Key)
+				}
+			}
+		}
+	}
+	for _, r := range e.Requests {
+		out = append(out, r.check(step.Executions)...)
+	}
+	return out
+}
+
+// check finds the rendered step and compares it with the expected subset.
+func (r requestExpect) check(execs []engine.SimExecution) []string {
+	label := r.Step
+	if label == "" {
+		label = "1"
+	}
+	var ex *engine.SimExecution
+	for i := range execs {
+		if execs[i].Rule == r.Rule {
+			ex = &execs[i]
+			break
+		}
+	}
+	if ex == nil {
+		return []string{fmt.Sprintf("rule %s step %s: got no execution of the rule in this step", r.Rule, label)}
+	}
+	var st *engine.TestStep
+	for i := range ex.Steps {
+		if n, err := strconv.Atoi(label); (err == nil && ex.Steps[i].Index == n-1) || ex.Steps[i].ID == label {
+			st = &ex.Steps[i]
+			break
+		}
+	}
+	if st == nil {
+		return []string{fmt.Sprintf("rule %s step %s: the rule has no such step (count from 1, or use the step's id)", r.Rule, label)}
+	}
+	if st.Error != "" {
+		return []string{fmt.Sprintf("rule %s step %s: does not render: %s", r.Rule, label, st.Error)}
+	}
+	var got any
+	if err := json.Unmarshal(st.Request, &got); err != nil {
+		return []string{fmt.Sprintf("rule %s step %s: %v", r.Rule, label, err)}
+	}
+	var out []string
+	subset(got, r.Match, "request", func(path string, g, w any) {
+		out = append(out, fmt.Sprintf("rule %s step %s: %s: got %s, want %s", r.Rule, label, path, show(g), show(w)))
+	})
+	return out
+}
+
+// subset reports every place where want is not contained in got: objects
+// may have more keys than wanted; lists and scalars must be equal (numbers
+// by value).
+func subset(got, want any, path string, fail func(path string, got, want any)) {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			fail(path, got, want)
+			return
+		}
+		for _, k := range sortedKeys(w) {
+			gv, ok := g[k]
+			if !ok {
+				fail(path+"."+k, "(missing)", w[k])
+				continue
+			}
+			subset(gv, w[k], path+"."+k, fail)
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			fail(path, got, want)
+			return
+		}
+		for i := range w {
+			subset(g[i], w[i], fmt.Sprintf("%s[%d]", path, i), fail)
+		}
+	default:
+		if gf, ok := number(got); ok {
+			if wf, ok := number(want); ok && gf == wf {
+				return
+			}
+		}
+		if got != want {
+			fail(path, got, want)
+		}
+	}
+}
+
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case int:
+		return float64(x), true
+	}
+	return 0, false
+}
+
+func show(v any) string {
+	if s, ok := v.(string); ok && s == "(missing)" {
+		return s
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // Slack links (<url|text>) stay readable
+	if err := enc.Encode(v); err != nil {
+		return fmt.Sprint(v)
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+func sorted(l []string) []string {
+	out := slices.Clone(l)
+	slices.Sort(out)
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func list(l []string) string {
+	return "[" + strings.Join(sorted(l), ", ") + "]"
+}
