@@ -324,7 +324,7 @@ rules:
   - name: down
     do: [ { http: { connection: down, method: POST, path: /x } } ]
   - name: slow
-    timeout: 200ms
+    timeout: 1s
     retry: { attempts: 2, backoff: 10ms, max_backoff: 20ms }
     do: [ { http: { connection: t, method: POST, path: /slow } } ]
   - name: flaky
@@ -385,6 +385,9 @@ rules:
 				t.Errorf("target got %d deliveries, want %d", got, tc.deliveries)
 			}
 		})
+	}
+	if fast, slow := byRule["fast"], byRule["slow"]; fast != nil && slow != nil && !fast.UpdatedAt.Before(slow.UpdatedAt) {
+		t.Errorf("the fast rule finished at %s, after the slow one (%s): a slow target held it up", fast.UpdatedAt, slow.UpdatedAt)
 	}
 	tg.mu.Lock()
 	times := tg.times[id+":limited:0"]
