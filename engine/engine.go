@@ -412,6 +412,7 @@ type Status struct {
 	Hash     string     `json:"hash"`
 	LoadedAt time.Time  `json:"loaded_at"`
 	Rules    []RuleInfo `json:"rules"`
+	Entity   EntityInfo `json:"entity"`
 	Warnings []Issue    `json:"warnings,omitempty"`
 	// LastError is the last reload's failure, cleared by a good reload;
 	// Issues lists every problem it found.
@@ -431,6 +432,7 @@ func (e *Engine) Status() Status {
 		Hash:     l.rs.hash,
 		LoadedAt: l.at,
 		Rules:    l.rs.Rules(),
+		Entity:   l.rs.Entity(),
 		Warnings: l.rs.Warnings(),
 	}
 	e.mu.Lock()

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,12 @@ type AdminStore interface {
 	EventCountSince(ctx context.Context, t time.Time) (int, error)
 	Backup(w io.Writer) (int64, error)
 	Size() int64
+	// Rules over time: pending timers and open digests.
+	Timers(ctx context.Context, f store.DueFilter) ([]*store.Timer, string, error)
+	TimerCount(ctx context.Context) (int, error)
+	CancelTimer(ctx context.Context, id string) (*store.Timer, error)
+	Digests(ctx context.Context, f store.DueFilter) ([]*store.Digest, string, error)
+	DigestCount(ctx context.Context) (int, error)
 }
 
 // Rules is the engine as the admin side sees it.
@@ -71,6 +78,9 @@ func (a *Admin) Routes(e *echo.Echo) {
 	api.GET("/executions", a.listExecutions)
 	api.GET("/executions/:id", a.getExecution)
 	api.POST("/executions/:id/retry", a.retryExecution)
+	api.GET("/timers", a.listTimers)
+	api.POST("/timers/:id/cancel", a.cancelTimer)
+	api.GET("/digests", a.listDigests)
 	api.GET("/rules", a.getRules)
 	api.POST("/rules/test", a.testRules)
 	api.GET("/backup", a.backup)
@@ -172,11 +182,19 @@ func (a *Admin) Replay(ctx context.Context, id string, dryRun bool) (engine.Test
 	if rs == nil {
 		return engine.TestResult{}, nil, echo.NewHTTPError(http.StatusServiceUnavailable, "no rules loaded")
 	}
-	res := engine.Test(rs, ev, a.now())
+	// The replay sees the previous payload the matcher saw, if that event
+	// is still stored.
+	prev, err := a.previousEvent(ctx, id)
+	if err != nil {
+		return engine.TestResult{}, nil, err
+	}
+	res := engine.TestAfter(rs, ev, prev, a.now())
 	if dryRun {
 		return res, nil, nil
 	}
-	eval := rs.Evaluate(ev, a.now(), nil)
+	// Timers and digests are left alone: a replay runs what would run
+	// now, and only that.
+	eval := rs.EvaluateAfter(ev, prev, a.now(), nil)
 	for _, ex := range eval.Executions {
 		ex.Replay = true
 	}
@@ -187,6 +205,23 @@ func (a *Admin) Replay(ctx context.Context, id string, dryRun bool) (engine.Test
 		a.Runner.Notify()
 	}
 	return res, eval.Executions, nil
+}
+
+// previousEvent is the event the matcher saw as previous for event id, nil
+// if there was none or it is gone.
+func (a *Admin) previousEvent(ctx context.Context, id string) (*alorules.Event, error) {
+	m, err := a.Store.Match(ctx, id)
+	if errors.Is(err, alorules.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil || m.PreviousEventID == "" {
+		return nil, err
+	}
+	prev, err := a.Store.Event(ctx, m.PreviousEventID)
+	if errors.Is(err, alorules.ErrNotFound) {
+		return nil, nil
+	}
+	return prev, err
 }
 
 func (a *Admin) replayEvent(c echo.Context) error {
@@ -267,6 +302,86 @@ func (a *Admin) retryExecution(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, ex)
+}
+
+// TimerView is a pending timer in the API, with a link to its event.
+type TimerView struct {
+	*store.Timer
+	Event string `json:"event"`
+}
+
+func dueFilter(c echo.Context) (store.DueFilter, error) {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return store.DueFilter{}, err
+	}
+	after := c.QueryParam("after")
+	if _, err := hex.DecodeString(after); err != nil {
+		return store.DueFilter{}, echo.NewHTTPError(http.StatusBadRequest, "after: want the next cursor of an earlier page")
+	}
+	return store.DueFilter{After: after, Limit: limit}, nil
+}
+
+// listTimers is GET /api/v1/timers: pending timers, soonest due first,
+// paged with after=<next>.
+func (a *Admin) listTimers(c echo.Context) error {
+	f, err := dueFilter(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	ts, next, err := a.Store.Timers(ctx, f)
+	if err != nil {
+		return err
+	}
+	n, err := a.Store.TimerCount(ctx)
+	if err != nil {
+		return err
+	}
+	out := make([]TimerView, len(ts))
+	for i, t := range ts {
+		out[i] = TimerView{Timer: t, Event: "/api/v1/events/" + t.EventID}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"timers": out, "next": next, "count": n})
+}
+
+// CancelTimer drops a pending timer by hand; its steps never run.
+func (a *Admin) CancelTimer(ctx context.Context, id string) (*store.Timer, error) {
+	t, err := a.Store.CancelTimer(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	orDiscard(a.Logger).Info("timer cancelled by hand", "timer_id", t.ID, "rule", t.Rule, "entity", t.Entity, "event_id", t.EventID)
+	return t, nil
+}
+
+func (a *Admin) cancelTimer(c echo.Context) error {
+	t, err := a.CancelTimer(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"cancelled": TimerView{Timer: t, Event: "/api/v1/events/" + t.EventID}})
+}
+
+// listDigests is GET /api/v1/digests: open digests, soonest closing first.
+func (a *Admin) listDigests(c echo.Context) error {
+	f, err := dueFilter(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	ds, next, err := a.Store.Digests(ctx, f)
+	if err != nil {
+		return err
+	}
+	n, err := a.Store.DigestCount(ctx)
+	if err != nil {
+		return err
+	}
+	if ds == nil {
+		ds = []*store.Digest{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"digests": ds, "next": next, "count": n})
 }
 
 // RulesView is GET /api/v1/rules: the engine's status with hit counts.

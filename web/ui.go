@@ -35,7 +35,7 @@ var pageTemplates = mustParsePages(templateFS)
 // partials.html; each defines "content" (and may define fragments).
 var pageNames = []string{
 	"dashboard", "executions", "execution", "events", "event", "replay",
-	"fields", "playground", "error",
+	"fields", "playground", "timers", "error",
 }
 
 func mustParsePages(fsys fs.FS) map[string]*template.Template {
@@ -72,8 +72,9 @@ var templateFuncs = template.FuncMap{
 }
 
 // UIRoutes registers the web UI on the admin listener: dashboard,
-// executions, events, rule playground, static assets, and the form
-// POSTs for reload, retry and replay.
+// executions, events, timers and digests, rule playground, static
+// assets, and the form POSTs for reload, retry, replay and cancelling a
+// timer.
 //
 // It also installs CrossOriginGuard on the whole admin echo: the JSON
 // API's POSTs are meant for machines, but a browser that holds basic-auth
@@ -95,6 +96,9 @@ func (a *Admin) UIRoutes(e *echo.Echo) {
 	e.GET("/events/:id", a.ui(a.eventPage))
 	e.GET("/events/:id/replay", a.ui(a.replayPage))
 	e.POST("/events/:id/replay", a.ui(a.csrf(a.replayForm)))
+
+	e.GET("/timers", a.ui(a.timersPage))
+	e.POST("/timers/:id/cancel", a.ui(a.csrf(a.cancelTimerForm)))
 
 	e.GET("/playground", a.ui(a.playgroundPage))
 	e.POST("/playground", a.ui(a.csrf(a.playgroundPage)))

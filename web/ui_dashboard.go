@@ -32,7 +32,16 @@ type dashboardData struct {
 	Today       time.Time
 	StoreSize   string
 	Now         time.Time
+	// The soonest pending timers and open digests, and how many there are.
+	Timers      []timerRow
+	TimerCount  int
+	Digests     []*store.Digest
+	DigestCount int
 }
+
+// dashboardTimers is how many timers and digests the dashboard lists; the
+// timers page has them all.
+const dashboardTimers = 5
 
 type statusCount struct {
 	Status alorules.Status
@@ -69,6 +78,22 @@ func (a *Admin) dashboard(c echo.Context) error {
 	}
 	d.QueueDepth = counts[alorules.StatusQueued] + counts[alorules.StatusRetrying]
 	d.StoreSize = formatBytes(a.Store.Size())
+	ts, _, err := a.Store.Timers(ctx, store.DueFilter{Limit: dashboardTimers})
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		d.Timers = append(d.Timers, timerRow{Timer: t, Overdue: !t.Due.After(now)})
+	}
+	if d.TimerCount, err = a.Store.TimerCount(ctx); err != nil {
+		return err
+	}
+	if d.Digests, _, err = a.Store.Digests(ctx, store.DueFilter{Limit: dashboardTimers}); err != nil {
+		return err
+	}
+	if d.DigestCount, err = a.Store.DigestCount(ctx); err != nil {
+		return err
+	}
 
 	since := now.Add(-24 * time.Hour)
 	seen := map[string]bool{}

@@ -111,6 +111,33 @@ type outcomeRow struct {
 	alorules.RuleResult
 	Why  string
 	Exec *alorules.Execution
+	// Deferred is what the event did to the rule's timer or digest.
+	Deferred []deferralRow
+}
+
+type deferralRow struct {
+	alorules.Deferral
+	// Link is the pending timer's row on the timers page, if it may still
+	// be pending.
+	Link string
+	Text string
+}
+
+func newDeferralRow(d alorules.Deferral) deferralRow {
+	row := deferralRow{Deferral: d}
+	switch d.Kind {
+	case alorules.TimerSet:
+		row.Text, row.Link = "timer set, due", timerLink(d.TimerID)
+	case alorules.TimerKept:
+		row.Text, row.Link = "timer already pending, still due", timerLink(d.TimerID)
+	case alorules.TimerNotSet:
+		row.Text = "no timer: unless already held"
+	case alorules.TimerCancelled:
+		row.Text = "timer cancelled: unless became true; it was due"
+	case alorules.DigestAdded:
+		row.Text, row.Link = "added to the digest", "/timers#digests"
+	}
+	return row
 }
 
 // eventPage is GET /events/{id}: the payload, and what every rule made of
@@ -149,8 +176,21 @@ func (a *Admin) eventPage(c echo.Context) error {
 			if res.Stopped {
 				d.Stopped = res.Rule
 			}
-			d.Outcomes = append(d.Outcomes, outcomeRow{RuleResult: res, Why: explain(res, det.Event, rules[res.Rule]),
-				Exec: execs[res.ExecutionID]})
+			row := outcomeRow{RuleResult: res, Why: explain(res, det.Event, rules[res.Rule]), Exec: execs[res.ExecutionID]}
+			for _, dd := range det.Match.Deferred {
+				if dd.Rule == res.Rule {
+					row.Deferred = append(row.Deferred, newDeferralRow(dd))
+				}
+			}
+			d.Outcomes = append(d.Outcomes, row)
+		}
+		// A cancellation can concern a rule the walk did not reach (after
+		// a stop); it is shown all the same.
+		for _, dd := range det.Match.Deferred {
+			if !walked[dd.Rule] {
+				d.Outcomes = append(d.Outcomes, outcomeRow{RuleResult: alorules.RuleResult{Rule: dd.Rule, Outcome: alorules.OutcomeSkipped},
+					Why: "Not walked for this event; its pending timer was checked all the same.", Deferred: []deferralRow{newDeferralRow(dd)}})
+			}
 		}
 		for _, name := range order {
 			if !walked[name] {
