@@ -181,7 +181,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	var detail struct {
-		Match      alorules.Match        `json:"match"`
+		Match      alorules.Match       `json:"match"`
 		Executions []alorules.Execution `json:"executions"`
 	}
 	eventually(t, "a succeeded execution", func() bool {
