@@ -77,11 +77,7 @@ func (s *Server) ingest(c echo.Context) error {
 
 	var keys []store.DedupeKey
 	if !ev.Handshake {
-		keys, err = s.dedupeKeys(ts, body)
-		if err != nil {
-			outcome = "bad_request"
-			return s.reject(c, http.StatusBadRequest, "dedupe_key", err.Error())
-		}
+		keys = s.dedupeKeys(ts, body)
 	}
 	id, dup, err := s.cfg.Store.SaveEvent(req.Context(), ev, keys)
 	if err != nil {
@@ -110,21 +106,22 @@ func (s *Server) ingest(c echo.Context) error {
 // dedupeKeys names the delivery twice: as a request (timestamp and body: a
 // replay inside the tolerance window, however its MAC is spelled) and by
 // its content (ALO sending the same event again with a fresh signature).
-func (s *Server) dedupeKeys(ts string, body []byte) ([]store.DedupeKey, error) {
+//
+// A configured dedupe key that cannot be computed for a body (a field it
+// reads is missing) falls back to the body's hash: an event is never
+// refused for what the dedupe expression expected of it.
+func (s *Server) dedupeKeys(ts string, body []byte) []store.DedupeKey {
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
 	keys := []store.DedupeKey{{Key: "req:" + ts + ":" + digest, TTL: 2 * s.cfg.Verifier.Tolerance}}
 	if s.cfg.DedupeKey != nil {
 		k, err := s.cfg.DedupeKey(body)
-		if err != nil {
-			return nil, fmt.Errorf("dedupe key: %w", err)
+		if err == nil && k != "" {
+			return append(keys, store.DedupeKey{Key: "key:" + k, TTL: s.cfg.DedupeWindow})
 		}
-		if k != "" {
-			keys = append(keys, store.DedupeKey{Key: "key:" + k, TTL: s.cfg.DedupeWindow})
-		}
-		return keys, nil
+		s.log.Warn("dedupe key not computed; using the body hash", "err", err)
 	}
-	return append(keys, store.DedupeKey{Key: "body:" + digest, TTL: s.cfg.DedupeWindow}), nil
+	return append(keys, store.DedupeKey{Key: "body:" + digest, TTL: s.cfg.DedupeWindow})
 }
 
 // reject answers a refused webhook with a plain JSON error and counts why.

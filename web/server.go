@@ -172,6 +172,9 @@ func newEcho(log *slog.Logger) *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	// Trust only the peer address: X-Forwarded-For is whatever the sender
+	// wrote, and it only goes into logs here.
+	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return

@@ -33,6 +33,7 @@ type serveConfig struct {
 	Tolerance         time.Duration
 	MaxBody           int64
 	DedupeWindow      time.Duration
+	DedupeKey         string
 	Workers           int
 	LogFormat         string
 	LogLevel          string
@@ -57,6 +58,7 @@ func parseServe(args []string, cio cmdIO) (serveConfig, error) {
 	tol := f.Duration("tolerance", 300*time.Second, "accepted clock skew of X-ALO-Request-Timestamp, both directions")
 	maxBody := f.Int("max-body", 1<<20, "largest webhook body in bytes (larger: 413)")
 	dedupe := f.Duration("dedupe-window", 24*time.Hour, "how long a delivered body is remembered to answer redeliveries as duplicates")
+	dedupeKey := f.String("dedupe-key", "", "expr expression over event naming a delivery, e.g. event.action.id + \":\" + event.action.updated_at (default: the body's SHA-256)")
 	workers := f.Int("workers", 8, "steps run at once")
 	logFormat := f.String("log-format", "text", "log format: text or json")
 	logLevel := f.String("log-level", "info", "log level: debug, info, warn or error")
@@ -77,7 +79,7 @@ func parseServe(args []string, cio cmdIO) (serveConfig, error) {
 	c = serveConfig{
 		Rules: *rules, DB: *db, Addr: *addr, AdminAddr: *admin,
 		SigningSecrets: secrets, Tolerance: *tol, MaxBody: int64(*maxBody),
-		DedupeWindow: *dedupe, Workers: *workers, LogFormat: *logFormat, LogLevel: *logLevel,
+		DedupeWindow: *dedupe, DedupeKey: *dedupeKey, Workers: *workers, LogFormat: *logFormat, LogLevel: *logLevel,
 		AdminUser:         cio.getenv("ALORULES_ADMIN_USER"),
 		AdminPasswordHash: cio.getenv("ALORULES_ADMIN_PASSWORD_HASH"),
 		AdminToken:        cio.getenv("ALORULES_ADMIN_TOKEN"),
@@ -167,6 +169,14 @@ func NewApp(cfg serveConfig, log *slog.Logger, getenv func(string) string) (*App
 
 	auth := &web.Auth{User: cfg.AdminUser, PasswordHash: []byte(cfg.AdminPasswordHash), Token: alorules.Secret(cfg.AdminToken)}
 
+	var dedupeKey func([]byte) (string, error)
+	if cfg.DedupeKey != "" {
+		var err error
+		if dedupeKey, err = dedupeKeyFunc(cfg.DedupeKey); err != nil {
+			return nil, err
+		}
+	}
+
 	st, err := store.Open(cfg.DB, store.Options{Timeout: cfg.LockTimeout})
 	if err != nil {
 		return nil, err
@@ -210,6 +220,7 @@ func NewApp(cfg serveConfig, log *slog.Logger, getenv func(string) string) (*App
 		Verifier:     &alo.Verifier{Secrets: cfg.SigningSecrets, Tolerance: cfg.Tolerance},
 		MaxBody:      cfg.MaxBody,
 		DedupeWindow: cfg.DedupeWindow,
+		DedupeKey:    dedupeKey,
 		Store:        st,
 		Auth:         auth,
 		OnEvent:      a.engine.Notify,
