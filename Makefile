@@ -48,7 +48,7 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-# The long half of the proof suite (docs/operations.md, "Guarantees"):
+# The long half of the proof suite (README.md, "Guarantees"):
 # the load and crash tests at full length. make test runs them short.
 # No -race here: the figures are for the build that ships; make test
 # runs the same code under the race detector.

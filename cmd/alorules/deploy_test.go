@@ -12,7 +12,7 @@ import (
 )
 
 // TestSystemdUnit keeps deploy/alorules.service honest: the hardening that
-// docs/operations.md promises is there, every ALORULES_* variable it sets
+// README.md promises is there, every ALORULES_* variable it sets
 // is a serve flag that changes the configuration (a misspelt one would be
 // ignored silently), and systemd-analyze accepts the unit where it is
 // installed.

@@ -125,7 +125,7 @@ func TestRetention(t *testing.T) {
 }
 
 // TestBackupUnderLoadAndRestore takes backups through `alorules backup`
-// while events pour in, then restores one the way docs/operations.md says
+// while events pour in, then restores one the way README.md says
 // (stop, replace the file, start) and finds every event acknowledged
 // before that backup began.
 func TestBackupUnderLoadAndRestore(t *testing.T) {
