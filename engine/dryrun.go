@@ -63,6 +63,7 @@ func TestAfter(rs *RuleSet, ev, prev *alorules.Event, now time.Time) TestResult 
 	e := *ev
 	e.Type = alo.NormalizeType(e.Type)
 	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: &e, now: now, recall: recallEvent(prev)})
+	eval.listChanges()
 	out := TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: make([]TestRule, len(eval.Results)),
 		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed}
 	payload, _ := decodePayload(e.Payload)

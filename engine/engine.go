@@ -293,6 +293,7 @@ func (e *Engine) matchOne(ctx context.Context, ev *alorules.Event) error {
 	if err != nil {
 		return fmt.Errorf("match event %s: %w", ev.ID, err)
 	}
+	eval.listChanges()
 	took := time.Since(start)
 	m := &alorules.Match{EventID: ev.ID, RuleSetHash: rs.hash, MatchedAt: now, Results: eval.Results,
 		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed, ChangedMore: eval.ChangedMore,

@@ -90,6 +90,10 @@ type envInput struct {
 	// chg, if set, is where changed() reads from (the machine's own, so
 	// that a previous payload found later can be set).
 	chg *changes
+	// noState leaves previous, changed and state out of the values (never
+	// the declaration): for matching with a rule set that reads none of
+	// them, whose environment then stays within Go's small-map size.
+	noState bool
 }
 
 // Names that only step templates see, filled from an execution's Vars:
@@ -139,13 +143,13 @@ func buildEnv(in envInput) map[string]any {
 		"type":        typ,
 		"received_at": received,
 		"now":         func() time.Time { return now },
-		"previous":    prev,
-		"changed":     chg.changed,
-		"state":       state,
 		tickName:      b.tick,
 		getName:       fetch,
 		getOptName:    fetchOptional,
 		endChainName:  endChain,
+	}
+	if !in.noState {
+		env["previous"], env["changed"], env["state"] = prev, chg.changed, state
 	}
 	if in.Steps != nil {
 		env["steps"] = in.Steps
@@ -417,7 +421,7 @@ type inspector struct {
 }
 
 // kindNames are the names whose use depends on the kind of rule.
-var kindNames = []string{"previous", "changed", "events", "digest", "timer"}
+var kindNames = []string{"previous", "changed", "state", "events", "digest", "timer"}
 
 // Visit implements ast.Visitor.
 func (w *inspector) Visit(node *ast.Node) {
@@ -619,7 +623,9 @@ func newMachine(in envInput) *machine {
 // after the machine was built (the key is an expression on the event).
 func (m *machine) setPrevious(prev any) {
 	m.chg.prev = prev
-	m.env["previous"] = prev
+	if _, declared := m.env["previous"]; declared {
+		m.env["previous"] = prev
+	}
 }
 
 // release returns the VM to the pool; the machine must not be used after.

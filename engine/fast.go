@@ -65,11 +65,24 @@ func (fc *fastCompiler) compile(n ast.Node) fastBool {
 			return nil
 		}
 		segs := splitPath(lit.Value)
+		// Remembered per event like a path: a rule set where many rules
+		// ask about the same field compares it once.
+		key := "changed(" + strconv.Quote(lit.Value) + ")"
+		id, seen := fc.paths[key]
+		if !seen {
+			id = len(fc.paths)
+			fc.paths[key] = id
+		}
 		return func(st *fastState) (bool, bool) {
 			if st.chg == nil {
 				return false, false
 			}
-			return st.chg.changedAt(segs), true
+			if st.state[id] == 1 {
+				return st.memo[id].(bool), true
+			}
+			v := st.chg.changedAt(segs)
+			st.memo[id], st.state[id] = v, 1
+			return v, true
 		}
 	case *ast.UnaryNode:
 		if x.Operator != "!" && x.Operator != "not" {

@@ -82,6 +82,9 @@ type RuleSet struct {
 	warnings []Issue
 	entity   entitySpec
 	deferred bool // some rule has after: (its timers need entity keys)
+	// readsState is set when some expression reads previous, changed()
+	// or state; otherwise matching leaves them out of the environment.
+	readsState bool
 }
 
 // DefaultEntityKey finds the entity an event is about when the rules file
@@ -353,7 +356,50 @@ func (p *parser) parse(src []byte) *RuleSet {
 	rs.jsonSecrets = jsonRedactor(p.secrets)
 	p.index()
 	rs.paths = len(p.fast.paths)
+	rs.readsState = rs.computeReadsState()
 	return rs
+}
+
+// computeReadsState reports whether any expression of the rule set reads
+// previous, changed() or state.
+func (rs *RuleSet) computeReadsState() bool {
+	reads := false
+	check := func(p *program) {
+		for _, n := range p.names {
+			reads = reads || n == "previous" || n == "changed" || n == "state"
+		}
+	}
+	checkString := func(ts *tstring) {
+		if ts == nil {
+			return
+		}
+		for _, seg := range ts.segs {
+			if seg.prog != nil {
+				check(seg.prog)
+			}
+		}
+	}
+	checkString(rs.entity.key)
+	for _, ts := range rs.entity.types {
+		checkString(ts)
+	}
+	for _, r := range rs.rules {
+		for _, p := range []*program{r.cond, r.unless} {
+			if p != nil {
+				check(p)
+			}
+		}
+		if r.throttle != nil {
+			checkString(r.throttle.key)
+		}
+		if r.digest != nil {
+			checkString(r.digest.key)
+		}
+		for _, s := range r.steps {
+			walkStrings(s.tree, checkString)
+		}
+	}
+	return reads
 }
 
 func (p *parser) yamlError(err error) {

@@ -156,14 +156,25 @@ func (d *differ) walk(prev, cur any) {
 		if !ok {
 			break
 		}
+		shared := 0
 		for k, cv := range c {
+			pv, had := p[k]
+			if had {
+				shared++
+				if sameLeaf(pv, cv) {
+					continue // most of a payload: no push, no call
+				}
+			}
 			d.push(k)
-			if pv, had := p[k]; had {
+			if had {
 				d.walk(pv, cv)
 			} else {
 				d.leaves(cv)
 			}
 			d.pop()
+		}
+		if shared == len(p) {
+			return // no key of prev is missing from cur
 		}
 		for k, pv := range p {
 			if _, has := c[k]; !has {
@@ -195,6 +206,25 @@ func (d *differ) walk(prev, cur any) {
 	if !equalJSON(prev, cur) {
 		d.add()
 	}
+}
+
+// sameLeaf reports whether a and b are equal scalars (strings, numbers of
+// one kind, booleans, nulls): the common case, settled inline.
+func sameLeaf(a, b any) bool {
+	switch x := a.(type) {
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case int:
+		y, ok := b.(int)
+		return ok && x == y
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case nil:
+		return b == nil
+	}
+	return false
 }
 
 // leaves adds every leaf path under v: a subtree that appeared or went.

@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"alorules/store"
+)
+
+// benchChangedRules is benchRules with every condition also asking
+// whether the status changed: the shape of a transition rule.
+func benchChangedRules(n int) string {
+	src := benchRules(n, true)
+	src = strings.ReplaceAll(src, "if: 'event.action?.priority ==", `if: 'changed("action.status") && event.action?.priority ==`)
+	return strings.ReplaceAll(src, "if: 'event.action?.priority == \"Urgent\"", `if: 'changed("action.status") && event.action?.priority == "Urgent"`)
+}
+
+// BenchmarkEvaluateState compares matching without entity state ("off",
+// today's rules and code path) with matching that also finds the entity,
+// sees a previous payload and lists the changed paths ("on"), and with
+// every condition reading changed() as well ("changed"). The previous
+// payload is the cached, decoded one, as in the engine for an entity seen
+// recently.
+func BenchmarkEvaluateState(b *testing.B) {
+	ev := event(b, "large")
+	prevBody := strings.Replace(string(ev.Payload), `"status": "Open"`, `"status": "Doing"`, 1)
+	if prevBody == string(ev.Payload) {
+		b.Fatal("the sample event has no status to change")
+	}
+	prev, err := decodePayload([]byte(prevBody))
+	if err != nil {
+		b.Fatal(err)
+	}
+	recall := func(context.Context, string) (recalled, error) {
+		return recalled{eventID: "prev", payload: prev}, nil
+	}
+	now := time.Now()
+	for _, n := range []int{1, 100, 1000} {
+		plain := parseString(b, benchRules(n, true))
+		changed := parseString(b, benchChangedRules(n))
+		for _, mode := range []string{"off", "on", "changed"} {
+			b.Run(fmt.Sprintf("rules=%d/state=%s", n, mode), func(b *testing.B) {
+				rs, in := plain, evalInput{ev: ev, now: now}
+				if mode != "off" {
+					in.recall = recall
+				}
+				if mode == "changed" {
+					rs = changed
+				}
+				b.ReportAllocs()
+				start := cpuTime()
+				for b.Loop() {
+					eval, err := rs.evaluateWith(context.Background(), in)
+					if err != nil || len(eval.Results) != n || (mode != "off" && eval.PreviousEventID != "prev") {
+						b.Fatalf("got %d results, previous %q, %v", len(eval.Results), eval.PreviousEventID, err)
+					}
+				}
+				reportCPU(b, start)
+			})
+		}
+	}
+}
+
+// BenchmarkMatchEntityState is the whole matcher for one event (store
+// read of the entity, evaluation, SaveMatch with the state), with entity
+// state off (entity.key "") and on, on a real store without fsync. Each
+// iteration stores the event first, as ingress would.
+func BenchmarkMatchEntityState(b *testing.B) {
+	ev := event(b, "large")
+	for _, mode := range []string{"off", "on"} {
+		b.Run("state="+mode, func(b *testing.B) {
+			rules := benchRules(100, true)
+			if mode == "off" {
+				rules = strings.Replace(rules, "defaults:", "entity: { key: \"\" }\ndefaults:", 1)
+			}
+			st, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), store.Options{NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			rs := parseString(b, rules)
+			e, err := New(Config{Store: st, RuleSet: rs, Batch: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			start := cpuTime()
+			for b.Loop() {
+				in := *ev
+				in.ID = ""
+				if _, _, err := st.SaveEvent(ctx, &in, nil); err != nil {
+					b.Fatal(err)
+				}
+				if n, err := e.MatchPending(ctx); err != nil || n != 1 {
+					b.Fatalf("matched %d: %v", n, err)
+				}
+			}
+			reportCPU(b, start)
+		})
+	}
+}
+
+// BenchmarkDiffPaths is the cost of listing what changed for the match
+// record, on the 2 KB sample with one field changed.
+func BenchmarkDiffPaths(b *testing.B) {
+	ev := event(b, "large")
+	prev, err := decodePayload([]byte(strings.Replace(string(ev.Payload), `"status": "Open"`, `"status": "Doing"`, 1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cur, err := decodePayload(ev.Payload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		if paths, _ := diffPaths(prev, cur); len(paths) != 1 {
+			b.Fatalf("got %q", paths)
+		}
+	}
+	reportCPU(b, start)
+}
