@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -183,5 +184,59 @@ func TestEventPagePrevious(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("first event's page lacks %q", want)
 		}
+	}
+}
+
+// The playground runs a sequence of events with clock moves through the
+// loaded rules and shows the timer set, then fired.
+func TestPlaygroundSequence(t *testing.T) {
+	e := timerEnv(t)
+	c := e.client()
+	seq := `- event: { type: action_created, action: { id: act-5, priority: Urgent, status: Open } }
+- event: { type: action_updated, action: { id: act-5, priority: Urgent, status: Doing } }
+- advance: 4h
+`
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/playground", strings.NewReader(url.Values{
+		"csrf": {e.token(c)}, "mode": {"sequence"}, "sequence": {seq}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	if _, err := io.Copy(&b, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	for _, want := range []string{
+		"Step 1: event action_created", "stuck-urgent: timer_set", "Entity <code>act-5</code>: the first event about it",
+		"Step 2: event action_updated", "changed <code>action.status</code>", "Matched: moved",
+		"Step 3: advance 4h", "timer of stuck-urgent fired for <code>act-5</code>", "Execution of stuck-urgent (timer)",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	// The simulation stored nothing here.
+	if ids := e.apiTimers(); len(ids) != 0 {
+		t.Errorf("got %d timers in the real store, want 0", len(ids))
+	}
+	// A broken sequence is reported, not a 500.
+	req, _ = http.NewRequest(http.MethodPost, e.srv.URL+"/playground", strings.NewReader(url.Values{
+		"csrf": {e.token(c)}, "mode": {"sequence"}, "sequence": {"- advance: soon"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp2, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	io.Copy(&b, resp2.Body)
+	resp2.Body.Close()
+	if resp2.StatusCode != http.StatusOK || !strings.Contains(b.String(), `step 1: advance: want a duration such as 2h, got &#34;soon&#34;`) {
+		t.Errorf("got %d, want the page to say what is wrong", resp2.StatusCode)
 	}
 }

@@ -44,6 +44,11 @@ type playgroundData struct {
 	Rows     []playgroundRow
 	Summary  []ruleSummary
 	Tested   int
+
+	// Sequence is the sequence form's events and clock moves; Seq its
+	// result.
+	Sequence string
+	Seq      *sequenceData
 }
 
 type playgroundRow struct {
@@ -84,6 +89,16 @@ func (a *Admin) playgroundPage(c echo.Context) error {
 	}
 	if c.Request().Method == http.MethodPost {
 		d.Mode = c.FormValue("mode")
+	}
+	d.Sequence = c.FormValue("sequence")
+	if d.Sequence == "" {
+		d.Sequence = defaultSequence
+	}
+	if d.Mode == "sequence" && c.Request().Method == http.MethodPost {
+		if err := a.runSequence(c, &d); err != nil {
+			return err
+		}
+		return a.render(c, http.StatusOK, "playground", "Playground", "playground", d)
 	}
 	if d.Rules == "" {
 		d.Rules = a.exampleRule()
