@@ -353,3 +353,43 @@ func TestDigest(t *testing.T) {
 		t.Errorf("got %d open digests, want 1", n)
 	}
 }
+
+// A rule whose unless already holds when it matches sets no timer, and
+// says so.
+func TestTimerNotSet(t *testing.T) {
+	s := newSim(t, `version: 1
+rules:
+  - name: stuck
+    if: event.action?.priority == "Urgent"
+    after: 1h
+    unless: event.action?.status == "Completed"
+`)
+	m := s.send(`{"type":"action_created","action":{"id":"a1","priority":"Urgent","status":"Completed"}}`)
+	if got := deferredKinds(m); !slices.Equal(got, []string{"stuck:timer_not_set"}) || outcomeOf(m, "stuck") != alorules.OutcomeMatched {
+		t.Errorf("got %s %q, want matched with no timer set", outcomeOf(m, "stuck"), got)
+	}
+	if ts := s.timers(); len(ts) != 0 {
+		t.Errorf("got %d timers, want 0", len(ts))
+	}
+	// An unless that fails is the rule's error, even for an event its
+	// "on" does not reach, and the timer stays.
+	s2 := newSim(t, `version: 1
+entity:
+  types:
+    action_message_added: "{{ event.message?.action_id }}"
+rules:
+  - name: stuck
+    on: [action_created]
+    if: event.action?.priority == "Urgent"
+    after: 1h
+    unless: event.action.status == "Completed"
+`)
+	s2.send(`{"type":"action_created","action":{"id":"a1","priority":"Urgent","status":"Open"}}`)
+	m = s2.send(`{"type":"action_message_added","message":{"action_id":"a1","text":"hi"}}`)
+	if r := m.Results[0]; r.Outcome != alorules.OutcomeError || !strings.HasPrefix(r.Error, "unless: ") {
+		t.Errorf("got %s %q, want an unless error", r.Outcome, r.Error)
+	}
+	if ts := s2.timers(); len(ts) != 1 {
+		t.Errorf("got %d timers, want the timer kept", len(ts))
+	}
+}
