@@ -23,7 +23,7 @@ import (
 // Rule unit tests: a tests file lists sequences of events (and moves of a
 // simulated clock) with what the rules should make of each step. They run
 // against the real engine on a temporary store; nothing is sent. The
-// format is in docs/rules-over-time.md.
+// format is in README.md, "Rule unit tests".
 
 // defaultTestStart is where the simulated clock of a test starts unless it
 // says otherwise: a fixed time, so that rendered times are reproducible.
