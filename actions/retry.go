@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"alorules"
+	"alorules/alo"
 )
 
 // Retry policy values used where a policy leaves them at zero.
@@ -49,28 +48,7 @@ func RetryableStatus(code int) bool {
 // HTTP date, relative to now. It returns 0 for a missing, malformed or past
 // value.
 func ParseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		if n > int64(MaxRetryAfter/time.Second) {
-			return MaxRetryAfter
-		}
-		return time.Duration(n) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	d := t.Sub(now)
-	if d <= 0 {
-		return 0
-	}
-	return min(d, MaxRetryAfter)
+	return min(alo.ParseRetryAfter(v, now), MaxRetryAfter)
 }
 
 // statusError is the error for a response whose status was not accepted:

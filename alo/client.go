@@ -326,7 +326,7 @@ func validHeaderValue(v string) bool {
 func (c *Client) apiError(r *Response, now time.Time) *APIError {
 	e := &APIError{
 		StatusCode: r.StatusCode,
-		RetryAfter: parseRetryAfter(r.Header.Get("Retry-After"), now),
+		RetryAfter: ParseRetryAfter(r.Header.Get("Retry-After"), now),
 	}
 	e.Message, e.Detail = decodeErrorBody(r.Body)
 	if e.Message == "" && e.Detail == nil {
@@ -396,9 +396,9 @@ func scrub(v any, secret string) any {
 	return v
 }
 
-// parseRetryAfter reads delay-seconds or an HTTP date; anything else, and a
-// date in the past, is zero.
-func parseRetryAfter(v string, now time.Time) time.Duration {
+// ParseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date
+// relative to now. Anything else, and a date in the past, is zero.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0

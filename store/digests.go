@@ -133,26 +133,10 @@ func (s *Store) Digest(ctx context.Context, id string) (*Digest, error) {
 // transaction, like FireTimer. It reports false, writing nothing, if the
 // digest is no longer open. A nil ex drops the digest.
 func (s *Store) FireDigest(ctx context.Context, id string, ex *alorules.Execution) (bool, error) {
-	var val []byte
-	if ex != nil {
-		s.prepareExec(ex, time.Now())
-		var err error
-		if val, err = encodeExec(ex, 0); err != nil {
-			return false, fmt.Errorf("fire digest %s: %w", id, err)
-		}
-	}
-	fired := false
-	err := s.write(ctx, func(tx *bolt.Tx) error {
+	return s.fire(ctx, "digest "+id, ex, func(tx *bolt.Tx) (bool, error) {
 		d, err := deleteDigest(tx, []byte(id))
-		if fired = d != nil; err != nil || !fired || ex == nil {
-			return err
-		}
-		return insertHit(tx, ex, val)
+		return d != nil, err
 	})
-	if err != nil {
-		return false, fmt.Errorf("fire digest %s: %w", id, err)
-	}
-	return fired, nil
 }
 
 // DueDigests returns up to limit (default 100) open digests whose window

@@ -148,24 +148,34 @@ func (s *Store) Timer(ctx context.Context, id string) (*Timer, error) {
 // (cancelled meanwhile, or fired already by an earlier call). A nil ex
 // drops the timer without running anything (its rule was removed).
 func (s *Store) FireTimer(ctx context.Context, id string, ex *alorules.Execution) (bool, error) {
+	return s.fire(ctx, "timer "+id, ex, func(tx *bolt.Tx) (bool, error) {
+		t, err := deleteTimer(tx, []byte(id))
+		return t != nil, err
+	})
+}
+
+// fire removes a pending timer or open digest (remove reports whether it
+// was still there) and queues ex in its place, in one transaction. The
+// execution is encoded before the committer runs, to keep commits short.
+func (s *Store) fire(ctx context.Context, what string, ex *alorules.Execution, remove func(tx *bolt.Tx) (bool, error)) (bool, error) {
 	var val []byte
 	if ex != nil {
 		s.prepareExec(ex, time.Now())
 		var err error
 		if val, err = encodeExec(ex, 0); err != nil {
-			return false, fmt.Errorf("fire timer %s: %w", id, err)
+			return false, fmt.Errorf("fire %s: %w", what, err)
 		}
 	}
 	fired := false
 	err := s.write(ctx, func(tx *bolt.Tx) error {
-		t, err := deleteTimer(tx, []byte(id))
-		if fired = t != nil; err != nil || !fired || ex == nil {
+		var err error
+		if fired, err = remove(tx); err != nil || !fired || ex == nil {
 			return err
 		}
 		return insertHit(tx, ex, val)
 	})
 	if err != nil {
-		return false, fmt.Errorf("fire timer %s: %w", id, err)
+		return false, fmt.Errorf("fire %s: %w", what, err)
 	}
 	return fired, nil
 }
