@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -50,6 +51,8 @@ func BenchmarkIngest(b *testing.B) {
 							failed.Add(1)
 						}
 						if resp != nil {
+							// Drained, so that the connection is kept alive.
+							io.Copy(io.Discard, resp.Body)
 							resp.Body.Close()
 						}
 						lat[w] = append(lat[w], d)
@@ -107,6 +110,7 @@ rules:
 			b.Fatalf("ingest: %v", err)
 		}
 		acked := time.Now()
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		select {
 		case at := <-arrived:
