@@ -92,17 +92,39 @@ func benchTimerOps(b *testing.B, pending int) {
 		}
 	})
 	b.Run("cancel", func(b *testing.B) {
-		ids := make([][]byte, 0, pending)
+		var timers []*Timer
 		err := s.db.View(func(tx *bolt.Tx) error {
-			return tx.Bucket(bTimers).ForEach(func(k, _ []byte) error { ids = append(ids, append([]byte(nil), k...)); return nil })
+			return tx.Bucket(bTimers).ForEach(func(k, _ []byte) error {
+				t, err := getTimer(tx, k)
+				timers = append(timers, t)
+				return err
+			})
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
+		ids := make([][]byte, len(timers))
+		for i, t := range timers {
+			ids[i] = []byte(t.ID)
+		}
 		i := 0
 		for b.Loop() {
 			if i == len(ids) {
-				b.Fatal("ran out of timers")
+				// All cancelled: put them back, untimed, and go on.
+				b.StopTimer()
+				err := s.write(ctx, func(tx *bolt.Tx) error {
+					for _, t := range timers {
+						if _, err := putTimer(tx, t); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				i = 0
+				b.StartTimer()
 			}
 			if _, err := s.CancelTimer(ctx, string(ids[i])); err != nil {
 				b.Fatal(err)
