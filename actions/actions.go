@@ -139,19 +139,51 @@ func StepTimeout(req Request, fallback time.Duration) time.Duration {
 
 // RedactedJSON is the rendered request as recorded in a StepResult: the
 // spec as JSON with the rule set's and the connection's secrets replaced.
+//
+// Secrets are replaced in the decoded strings, not in the JSON text: JSON
+// escapes &, <, >, quotes and backslashes, and a secret spelled that way
+// would not be found by a redactor that knows it as written.
 func (r Request) RedactedJSON() json.RawMessage {
 	b, err := json.Marshal(r.Spec)
 	if err != nil {
 		b, _ = json.Marshal(map[string]string{"error": "marshal request: " + err.Error()})
 	}
-	s := redactorFor(r)(string(b))
-	if !json.Valid([]byte(s)) {
-		// A secret straddling JSON escaping could leave the text invalid;
-		// a string is always valid.
-		b, _ = json.Marshal(s)
-		return b
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // numbers stay as written
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		v = map[string]string{"error": "decode request: " + err.Error()}
 	}
-	return json.RawMessage(s)
+	v = redactValue(v, redactorFor(r))
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// No HTML escaping: the record is shown as text, escaped by the UI.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return json.RawMessage(`{"error":"encode request"}`)
+	}
+	return json.RawMessage(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+}
+
+// redactValue replaces secrets in every string of a decoded JSON value,
+// object keys included.
+func redactValue(v any, redact func(string) string) any {
+	switch v := v.(type) {
+	case string:
+		return redact(v)
+	case []any:
+		for i := range v {
+			v[i] = redactValue(v[i], redact)
+		}
+		return v
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[redact(k)] = redactValue(x, redact)
+		}
+		return out
+	}
+	return v
 }
 
 // redactorFor returns a function that hides every secret req may carry:

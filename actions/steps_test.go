@@ -458,3 +458,33 @@ func TestDoRejectsInvalidSpecs(t *testing.T) {
 		})
 	}
 }
+
+// TestRedactedJSONHidesSecretsJSONEscapes checks that a secret holding
+// characters that JSON escapes (&, <, >, quote, backslash) is hidden in the
+// recorded request too, not only in its plain spelling.
+func TestRedactedJSONHidesSecretsJSONEscapes(t *testing.T) {
+	tests := []struct{ name, secret string }{
+		{"ampersand", "https://hooks.example.com/in?a=1&key=s3cr3t-amp"},
+		{"angle brackets", "tok<s3cr3t-angle>"},
+		{"quote and backslash", `tok"s3cr3t\quote`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := Request{
+				Kind:   "http",
+				Spec:   &HTTP{URL: tt.secret, Method: "POST", JSON: map[string]any{"n": 1, "k": tt.secret}},
+				Redact: alorules.NewRedactor(tt.secret),
+			}
+			got := req.RedactedJSON()
+			if !json.Valid(got) {
+				t.Fatalf("got invalid JSON %s", got)
+			}
+			if strings.Contains(string(got), "s3cr3t") {
+				t.Errorf("got %s, want the secret redacted", got)
+			}
+			if !strings.Contains(string(got), alorules.Redacted) || !strings.Contains(string(got), `"n":1`) {
+				t.Errorf("got %s, want the secret replaced by %s and other values kept", got, alorules.Redacted)
+			}
+		})
+	}
+}
