@@ -142,25 +142,7 @@ func (s *Store) FireDigest(ctx context.Context, id string, ex *alorules.Executio
 // DueDigests returns up to limit (default 100) open digests whose window
 // ended at or before now, the earliest first.
 func (s *Store) DueDigests(ctx context.Context, now time.Time, limit int) ([]*Digest, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	due := unixNanos(now)
-	var out []*Digest
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		out = nil
-		return eachAsc(tx.Bucket(bDigestDue), nil, nil, func(k, _ []byte) (bool, error) {
-			if getU64(k) > due {
-				return false, nil
-			}
-			d, err := getDigest(tx, k[8:])
-			if err != nil {
-				return false, err
-			}
-			out = append(out, d)
-			return len(out) < limit, nil
-		})
-	})
+	out, err := dueIn(ctx, s, bDigestDue, now, limit, getDigest)
 	if err != nil {
 		return nil, fmt.Errorf("due digests: %w", err)
 	}

@@ -303,24 +303,12 @@ func (s *Store) EventExecutions(ctx context.Context, eventID string) ([]*alorule
 // executions whose NextAttemptAt is at or before now, the earliest due
 // first. It reads the run queue, whose keys are due times.
 func (s *Store) DueExecutions(ctx context.Context, now time.Time, limit int) ([]*alorules.Execution, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	due := unixNanos(now)
-	var exs []*alorules.Execution
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		exs = nil
-		return eachAsc(tx.Bucket(bQueue), nil, nil, func(k, _ []byte) (bool, error) {
-			if getU64(k) > due {
-				return false, nil
-			}
-			ex, _, err := getExec(tx, k[8:])
-			if err != nil {
-				return false, fmt.Errorf("execution %s: %w", k[8:], err)
-			}
-			exs = append(exs, ex)
-			return len(exs) < limit, nil
-		})
+	exs, err := dueIn(ctx, s, bQueue, now, limit, func(tx *bolt.Tx, id []byte) (*alorules.Execution, error) {
+		ex, _, err := getExec(tx, id)
+		if err != nil {
+			return nil, fmt.Errorf("execution %s: %w", id, err)
+		}
+		return ex, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("due executions: %w", err)
@@ -331,20 +319,7 @@ func (s *Store) DueExecutions(ctx context.Context, now time.Time, limit int) ([]
 // NextDue returns the earliest NextAttemptAt among queued and retrying
 // executions, and false if there are none: the runner sleeps until then.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
-	var t time.Time
-	var ok bool
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bQueue).Cursor().First()
-		t, ok = time.Time{}, k != nil
-		if ok {
-			t = time.Unix(0, getU64(k)).UTC()
-		}
-		return nil
-	})
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("next due: %w", err)
-	}
-	return t, ok, nil
+	return s.firstDue(ctx, bQueue)
 }
 
 // UpdateExecution stores the new state of an existing execution durably,

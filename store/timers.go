@@ -194,29 +194,36 @@ func insertHit(tx *bolt.Tx, ex *alorules.Execution, val []byte) error {
 // before now, the earliest first: a seek in the due index, whatever the
 // number pending.
 func (s *Store) DueTimers(ctx context.Context, now time.Time, limit int) ([]*Timer, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	due := unixNanos(now)
-	var out []*Timer
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		out = nil
-		return eachAsc(tx.Bucket(bTimerDue), nil, nil, func(k, _ []byte) (bool, error) {
-			if getU64(k) > due {
-				return false, nil
-			}
-			t, err := getTimer(tx, k[8:])
-			if err != nil {
-				return false, err
-			}
-			out = append(out, t)
-			return len(out) < limit, nil
-		})
-	})
+	out, err := dueIn(ctx, s, bTimerDue, now, limit, getTimer)
 	if err != nil {
 		return nil, fmt.Errorf("due timers: %w", err)
 	}
 	return out, nil
+}
+
+// dueIn reads up to limit (default 100) records whose keys in the due
+// index b (due time, then id) are at or before now, the earliest first.
+func dueIn[T any](ctx context.Context, s *Store, b []byte, now time.Time, limit int, get func(tx *bolt.Tx, id []byte) (T, error)) ([]T, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	due := unixNanos(now)
+	var out []T
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		out = nil
+		return eachAsc(tx.Bucket(b), nil, nil, func(k, _ []byte) (bool, error) {
+			if getU64(k) > due {
+				return false, nil
+			}
+			v, err := get(tx, k[8:])
+			if err != nil {
+				return false, err
+			}
+			out = append(out, v)
+			return len(out) < limit, nil
+		})
+	})
+	return out, err
 }
 
 // NextTimerDue returns the earliest due time of the pending timers, and
