@@ -164,6 +164,23 @@ func TestTimersPage(t *testing.T) {
 	}
 }
 
+// A cancel that fails for another reason than the timer being gone (here
+// the store is closed) shows that failure, not "no longer pending".
+func TestTimersPageCancelStoreFailure(t *testing.T) {
+	e := timerEnv(t)
+	e.send(uiUrgentPayload)
+	c := e.client()
+	ids := e.apiTimers()
+	tok := e.token(c)
+	if err := e.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp := e.post(c, "/timers/"+ids[0]+"/cancel", url.Values{"csrf": {tok}}, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("cancel with the store closed: got %d to %q, want 503", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
 // The event page links the previous event about the same action and lists
 // what changed; matched rules show what happened to their timer.
 func TestEventPagePrevious(t *testing.T) {

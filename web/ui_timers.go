@@ -1,6 +1,7 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"alorules"
 	"alorules/store"
 )
 
@@ -71,8 +73,11 @@ func (a *Admin) cancelTimerForm(c echo.Context) error {
 		back = "/"
 	}
 	t, err := a.CancelTimer(c.Request().Context(), c.Param("id"))
-	if err != nil {
+	switch {
+	case errors.Is(err, alorules.ErrNotFound):
 		return redirectWithFlash(c, back, "error", "Not cancelled: the timer is no longer pending (it fired or was cancelled already).")
+	case err != nil:
+		return err
 	}
 	return redirectWithFlash(c, back, "ok", fmt.Sprintf("Cancelled the timer of %s for %s (due %s); its steps will not run.",
 		t.Rule, t.Entity, t.Due.UTC().Format("2006-01-02 15:04 UTC")))
