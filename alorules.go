@@ -9,6 +9,7 @@ package alorules
 import (
 	"encoding/json"
 	"errors"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -220,19 +221,37 @@ type Redactor struct {
 
 // NewRedactor builds a redactor for the given secret values. Values shorter
 // than four characters are ignored: redacting them would mangle ordinary
-// text without protecting anything.
+// text without protecting anything. Each secret is also looked for in the
+// spellings a target may echo it back in: JSON-escaped (with and without
+// HTML escaping, and with escaped slashes) and URL-encoded.
 func NewRedactor(secrets ...string) Redactor {
-	// Longest first, so a secret that contains another is replaced whole.
-	sorted := slices.Clone(secrets)
-	slices.SortFunc(sorted, func(a, b string) int { return len(b) - len(a) })
-	var pairs []string
-	seen := map[string]bool{}
-	for _, s := range sorted {
-		if len(s) < 4 || seen[s] {
+	var forms []string
+	for _, s := range secrets {
+		if len(s) < 4 {
 			continue
 		}
-		seen[s] = true
-		pairs = append(pairs, s, Redacted)
+		forms = append(forms, s, url.QueryEscape(s), url.PathEscape(s))
+		for _, html := range []bool{true, false} {
+			var b strings.Builder
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(html)
+			if enc.Encode(s) == nil {
+				quoted := strings.TrimSuffix(b.String(), "\n")
+				inner := quoted[1 : len(quoted)-1]
+				forms = append(forms, inner, strings.ReplaceAll(inner, "/", `\/`))
+			}
+		}
+	}
+	// Longest first, so a secret that contains another is replaced whole.
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	var pairs []string
+	seen := map[string]bool{}
+	for _, f := range forms {
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		pairs = append(pairs, f, Redacted)
 	}
 	if len(pairs) == 0 {
 		return Redactor{}

@@ -49,6 +49,9 @@ func TestRedactor(t *testing.T) {
 		{"every occurrence", []string{"abcd1234"}, "abcd1234/abcd1234", "<secret>/<secret>"},
 		{"longest first", []string{"token", "token-with-suffix"}, "token-with-suffix", "<secret>"},
 		{"short values ignored", []string{"ab", ""}, "ab cd", "ab cd"},
+		{"json-escaped echo", []string{"https://h.example/in?a=1&key=k3y"}, `{"url":"https:\/\/h.example\/in?a=1\u0026key=k3y"}`, `{"url":"<secret>"}`},
+		{"json-escaped without html escaping", []string{"tok\"en&<x>"}, `"tok\"en&<x>"`, `"<secret>"`},
+		{"url-encoded echo", []string{"a b&c=d"}, "q=a+b%26c%3Dd", "q=<secret>"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
