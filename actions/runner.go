@@ -412,10 +412,25 @@ func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	ex.UpdatedAt = r.cfg.Now()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := r.cfg.Store.UpdateExecution(wctx, ex); err != nil {
-		// The execution stays "running" in the store; ResetRunning at the
-		// next start queues it again.
-		log.Error("save execution", "status", ex.Status, "err", err)
+	// A full disk or a busy file is often over in moments: try again a
+	// few times before leaving the execution "running" in the store, where
+	// only ResetRunning at the next start would queue it again.
+	pause := 100 * time.Millisecond
+	for {
+		err := r.cfg.Store.UpdateExecution(wctx, ex)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, alorules.ErrStoreClosed) || wctx.Err() != nil {
+			log.Error("save execution", "status", ex.Status, "err", err)
+			break
+		}
+		log.Warn("save execution failed; trying again", "status", ex.Status, "err", err, "retry_in", pause)
+		select {
+		case <-wctx.Done():
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, 2*time.Second)
 	}
 	if i >= 0 && r.cfg.OnStep != nil {
 		r.cfg.OnStep(ex, ex.Steps[i])
