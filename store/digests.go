@@ -117,16 +117,7 @@ func deleteDigest(tx *bolt.Tx, id []byte) (*Digest, error) {
 
 // Digest returns an open digest, or an error wrapping alorules.ErrNotFound.
 func (s *Store) Digest(ctx context.Context, id string) (*Digest, error) {
-	var d *Digest
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		d, err = getDigest(tx, []byte(id))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("digest %s: %w", id, err)
-	}
-	return d, nil
+	return viewOne(ctx, s, "digest", id, getDigest)
 }
 
 // FireDigest closes an open digest by creating its execution, in one

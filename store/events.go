@@ -256,16 +256,23 @@ func (w *eventWrite) apply(tx *bolt.Tx) error {
 // Event returns the event with the given id, or an error wrapping
 // alorules.ErrNotFound.
 func (s *Store) Event(ctx context.Context, id string) (*alorules.Event, error) {
-	var ev *alorules.Event
+	return viewOne(ctx, s, "event", id, getEvent)
+}
+
+// viewOne reads one record by id in a read transaction, naming it in the
+// error (which wraps alorules.ErrNotFound when there is none).
+func viewOne[T any](ctx context.Context, s *Store, what, id string, get func(*bolt.Tx, []byte) (T, error)) (T, error) {
+	var v T
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		var err error
-		ev, err = getEvent(tx, []byte(id))
+		v, err = get(tx, []byte(id))
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("event %s: %w", id, err)
+		var zero T
+		return zero, fmt.Errorf("%s %s: %w", what, id, err)
 	}
-	return ev, nil
+	return v, nil
 }
 
 func getEvent(tx *bolt.Tx, id []byte) (*alorules.Event, error) {

@@ -208,16 +208,10 @@ func (s *Store) AddExecutions(ctx context.Context, execs []*alorules.Execution) 
 // Execution returns the execution with the given id, or an error wrapping
 // alorules.ErrNotFound.
 func (s *Store) Execution(ctx context.Context, id string) (*alorules.Execution, error) {
-	var ex *alorules.Execution
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		ex, _, err = getExec(tx, []byte(id))
-		return err
+	return viewOne(ctx, s, "execution", id, func(tx *bolt.Tx, id []byte) (*alorules.Execution, error) {
+		ex, _, err := getExec(tx, id)
+		return ex, err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("execution %s: %w", id, err)
-	}
-	return ex, nil
 }
 
 // Executions lists executions newest first, one page at a time, with next

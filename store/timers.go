@@ -129,16 +129,7 @@ func (s *Store) CancelTimer(ctx context.Context, id string) (*Timer, error) {
 
 // Timer returns a pending timer, or an error wrapping alorules.ErrNotFound.
 func (s *Store) Timer(ctx context.Context, id string) (*Timer, error) {
-	var t *Timer
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		t, err = getTimer(tx, []byte(id))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("timer %s: %w", id, err)
-	}
-	return t, nil
+	return viewOne(ctx, s, "timer", id, getTimer)
 }
 
 // FireTimer ends a pending timer by creating its execution, in one
