@@ -122,6 +122,8 @@ func (m *ServiceMetrics) Step(step alorules.StepResult) {
 type GaugeSource interface {
 	CountByStatus(ctx context.Context) (map[alorules.Status]int, error)
 	NextDue(ctx context.Context) (time.Time, bool, error)
+	TimerCount(ctx context.Context) (int, error)
+	DigestCount(ctx context.Context) (int, error)
 	Size() int64
 	RulesStatus() engine.Status
 }
@@ -132,6 +134,8 @@ var (
 	descExecutions = prometheus.NewDesc("alorules_executions", "Executions by status.", []string{"status"}, nil)
 	descQueueDepth = prometheus.NewDesc("alorules_queue_depth", "Executions waiting to run (queued or retrying).", nil, nil)
 	descOldest     = prometheus.NewDesc("alorules_queue_oldest_due_age_seconds", "How long the most overdue queued execution has been due (0 when none is overdue).", nil, nil)
+	descTimers     = prometheus.NewDesc("alorules_timers_pending", "Escalation timers waiting to fire.", nil, nil)
+	descDigests    = prometheus.NewDesc("alorules_digests_open", "Digests collecting events until their window ends.", nil, nil)
 	descStoreSize  = prometheus.NewDesc("alorules_store_size_bytes", "Size of the bbolt file.", nil, nil)
 	descRules      = prometheus.NewDesc("alorules_rules_loaded", "Rules in the running rule set.", nil, nil)
 	descReloads    = prometheus.NewDesc("alorules_rules_reloads_total", "Rules reloads by result.", []string{"result"}, nil)
@@ -141,7 +145,7 @@ var (
 )
 
 func (g gaugeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descExecutions, descQueueDepth, descOldest, descStoreSize, descRules, descReloads, descReloadOK, descReloadAt, descReloadTook} {
+	for _, d := range []*prometheus.Desc{descExecutions, descQueueDepth, descOldest, descTimers, descDigests, descStoreSize, descRules, descReloads, descReloadOK, descReloadAt, descReloadTook} {
 		ch <- d
 	}
 }
@@ -161,6 +165,12 @@ func (g gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 			age = time.Since(due).Seconds()
 		}
 		ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age)
+	}
+	if n, err := g.src.TimerCount(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(descTimers, prometheus.GaugeValue, float64(n))
+	}
+	if n, err := g.src.DigestCount(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(descDigests, prometheus.GaugeValue, float64(n))
 	}
 	ch <- prometheus.MustNewConstMetric(descStoreSize, prometheus.GaugeValue, float64(g.src.Size()))
 	st := g.src.RulesStatus()

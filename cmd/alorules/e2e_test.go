@@ -219,6 +219,8 @@ func TestEndToEnd(t *testing.T) {
 		`alorules_rule_outcomes_total{outcome="matched",rule="page-urgent"} 1`,
 		`alorules_step_attempts_total{kind="slack",status="succeeded"} 1`,
 		`alorules_queue_depth 0`,
+		`alorules_timers_pending 0`,
+		`alorules_digests_open 0`,
 	} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("metrics lack %q", want)
