@@ -147,18 +147,8 @@ func (s *Store) NextDigestDue(ctx context.Context) (time.Time, bool, error) {
 }
 
 // Digests lists open digests, the soonest due first, a page at a time.
-func (s *Store) Digests(ctx context.Context, f DueFilter) (ds []*Digest, next string, err error) {
-	err = s.pageDue(ctx, bDigestDue, f, func(tx *bolt.Tx, id []byte) error {
-		d, err := getDigest(tx, id)
-		if err == nil {
-			ds = append(ds, d)
-		}
-		return err
-	}, &next)
-	if err != nil {
-		return nil, "", fmt.Errorf("list digests: %w", err)
-	}
-	return ds, next, nil
+func (s *Store) Digests(ctx context.Context, f DueFilter) ([]*Digest, string, error) {
+	return listDue(ctx, s, bDigestDue, f, "digests", getDigest)
 }
 
 // DigestCount is how many digests are open.

@@ -250,18 +250,25 @@ type DueFilter struct {
 
 // Timers lists pending timers, the soonest due first, one page at a time,
 // with next the cursor of the following page ("" if none).
-func (s *Store) Timers(ctx context.Context, f DueFilter) (ts []*Timer, next string, err error) {
-	err = s.pageDue(ctx, bTimerDue, f, func(tx *bolt.Tx, id []byte) error {
-		t, err := getTimer(tx, id)
+func (s *Store) Timers(ctx context.Context, f DueFilter) ([]*Timer, string, error) {
+	return listDue(ctx, s, bTimerDue, f, "timers", getTimer)
+}
+
+// listDue reads a page of a due index's records, soonest due first.
+func listDue[T any](ctx context.Context, s *Store, b []byte, f DueFilter, what string, get func(*bolt.Tx, []byte) (T, error)) ([]T, string, error) {
+	var out []T
+	var next string
+	err := s.pageDue(ctx, b, f, func(tx *bolt.Tx, id []byte) error {
+		v, err := get(tx, id)
 		if err == nil {
-			ts = append(ts, t)
+			out = append(out, v)
 		}
 		return err
 	}, &next)
 	if err != nil {
-		return nil, "", fmt.Errorf("list timers: %w", err)
+		return nil, "", fmt.Errorf("list %s: %w", what, err)
 	}
-	return ts, next, nil
+	return out, next, nil
 }
 
 // TimerCount is how many timers are pending.
