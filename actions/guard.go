@@ -43,6 +43,19 @@ var (
 	broadcast  = netip.MustParseAddr("255.255.255.255")
 	metadataV4 = netip.MustParseAddr("169.254.169.254")
 	metadataV6 = netip.MustParseAddr("fd00:ec2::254")
+	// Not routed on the public internet: IETF protocol assignments,
+	// benchmarking networks, and the old class E (reserved) range.
+	reservedV4 = []netip.Prefix{
+		netip.MustParsePrefix("192.0.0.0/24"),
+		netip.MustParsePrefix("198.18.0.0/15"),
+		netip.MustParsePrefix("240.0.0.0/4"),
+	}
+	// IPv6 prefixes that carry an IPv4 address a gateway may deliver to:
+	// NAT64 (the last 32 bits), 6to4 (bits 16-48), and the deprecated
+	// IPv4-compatible form (::a.b.c.d).
+	nat64    = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo4   = netip.MustParsePrefix("2002::/16")
+	v4Compat = netip.MustParsePrefix("::/96")
 )
 
 // forbidden returns why a is not a public unicast address, or "" if it is.
@@ -50,6 +63,11 @@ var (
 // since that is where the kernel sends them.
 func forbidden(a netip.Addr) string {
 	a = a.Unmap()
+	if inner, ok := embeddedV4(a); ok {
+		if why := forbidden(inner); why != "" {
+			return why + " inside " + a.String()
+		}
+	}
 	switch {
 	case !a.IsValid():
 		return "invalid address"
@@ -68,7 +86,28 @@ func forbidden(a netip.Addr) string {
 	case cgnat.Contains(a):
 		return "shared (CGNAT) address"
 	}
+	for _, p := range reservedV4 {
+		if p.Contains(a) {
+			return "reserved address"
+		}
+	}
 	return ""
+}
+
+// embeddedV4 returns the IPv4 address that a NAT64, 6to4 or
+// IPv4-compatible IPv6 address carries.
+func embeddedV4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	switch {
+	case nat64.Contains(a), v4Compat.Contains(a) && !a.IsUnspecified() && !a.IsLoopback():
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixTo4.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // guard decides which addresses a client may dial.
@@ -223,12 +262,37 @@ func newGuardedClient(g guard) *http.Client {
 	}
 	return &http.Client{
 		Transport: &hostCheck{guard: g, next: tr},
-		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) > maxRedirects {
 				return errTooManyRedirects
 			}
+			stripAcrossOrigins(req, via[0].URL)
 			return nil
 		},
+	}
+}
+
+// carriedAcrossOrigins are the headers a redirect to another origin keeps.
+// Go itself drops Authorization and Cookie there, but a connection's
+// headers may hold a secret under any name (X-Api-Key, a custom ALO auth
+// scheme), and a redirect must not hand it to a host nobody configured.
+var carriedAcrossOrigins = map[string]bool{
+	"Accept":          true,
+	"Content-Type":    true,
+	"Idempotency-Key": true,
+	"User-Agent":      true,
+}
+
+// stripAcrossOrigins removes every other header from a redirected request
+// whose scheme, host or port differs from the first request's.
+func stripAcrossOrigins(req *http.Request, first *url.URL) {
+	if req.URL.Scheme == first.Scheme && req.URL.Host == first.Host {
+		return
+	}
+	for name := range req.Header {
+		if !carriedAcrossOrigins[name] {
+			req.Header.Del(name)
+		}
 	}
 }
 

@@ -51,7 +51,19 @@ func TestForbidden(t *testing.T) {
 		{"255.255.255.255", "multicast or broadcast address"},
 		{"100.64.0.1", "shared (CGNAT) address"},
 		{"100.127.255.254", "shared (CGNAT) address"},
+		{"192.0.0.8", "reserved address"},
+		{"198.18.0.1", "reserved address"},
+		{"198.19.255.255", "reserved address"},
+		{"240.0.0.1", "reserved address"},
+		{"64:ff9b::7f00:1", "loopback address inside 64:ff9b::7f00:1"},
+		{"64:ff9b::a9fe:a9fe", "cloud metadata address inside 64:ff9b::a9fe:a9fe"},
+		{"2002:c0a8:0101::1", "private address inside 2002:c0a8:101::1"},
+		{"::7f00:1", "loopback address inside ::7f00:1"},
+		{"::a00:1", "private address inside ::a00:1"},
 		{"8.8.8.8", ""},
+		{"64:ff9b::808:808", ""},
+		{"2002:808:808::1", ""},
+		{"198.20.0.1", ""},
 		{"100.128.0.1", ""},
 		{"172.32.0.1", ""},
 		{"2606:4700::1111", ""},
@@ -221,6 +233,58 @@ func TestGuardRedirects(t *testing.T) {
 	_, err := send("/hops?left=6")
 	if se := stepErr(t, err); se.Retryable || !strings.Contains(se.Error(), "stopped after 5 redirects") {
 		t.Errorf("6 redirects: got %q retryable %v, want permanent stop", se, se.Retryable)
+	}
+}
+
+// TestRedirectDropsHeadersAcrossOrigins: a connection's headers may hold a
+// secret under any name; a redirect to another origin (here another port)
+// must not carry them, while a redirect on the same origin keeps them.
+func TestRedirectDropsHeadersAcrossOrigins(t *testing.T) {
+	other := newTarget(t, nil)
+	first := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, other.URL+"/landed", http.StatusTemporaryRedirect)
+		case "/here":
+			http.Redirect(w, r, "/landed", http.StatusTemporaryRedirect)
+		default:
+			w.Write([]byte("{}"))
+		}
+	})
+	env := Env{Outbound: newOutbound(guard{allowPrivate: true}), UserAgent: "alorules/test"}
+	conn := &Connection{Name: "t", AllowPrivate: true, HTTP: &HTTPConn{BaseURL: first.URL,
+		Headers: map[string]string{"X-Api-Key": "KEYSECRET", "Authorization": "Bearer TOKSECRET"}}}
+	send := func(path string) {
+		t.Helper()
+		spec := &HTTP{Connection: "t", Path: path, Method: "POST", JSON: map[string]any{"a": 1},
+			Headers: map[string]string{"X-Step-Secret": "STEPSECRET"}}
+		if _, err := Do(context.Background(), request(KindHTTP, spec, conn), env); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+
+	send("/away")
+	got := other.requests()
+	if len(got) != 1 {
+		t.Fatalf("other origin got %d requests, want 1", len(got))
+	}
+	for _, h := range []string{"X-Api-Key", "Authorization", "X-Step-Secret"} {
+		if v := got[0].Header.Get(h); v != "" {
+			t.Errorf("other origin got %s: %q, want it dropped", h, v)
+		}
+	}
+	for _, h := range []string{"Idempotency-Key", "Content-Type", "User-Agent"} {
+		if got[0].Header.Get(h) == "" {
+			t.Errorf("other origin did not get %s, want it kept", h)
+		}
+	}
+
+	send("/here")
+	reqs := first.requests()
+	last := reqs[len(reqs)-1]
+	if last.Path != "/landed" || last.Header.Get("X-Api-Key") != "KEYSECRET" || last.Header.Get("X-Step-Secret") != "STEPSECRET" {
+		t.Errorf("same origin: got %s with X-Api-Key %q, X-Step-Secret %q; want /landed with both kept",
+			last.Path, last.Header.Get("X-Api-Key"), last.Header.Get("X-Step-Secret"))
 	}
 }
 
