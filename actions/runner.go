@@ -73,6 +73,12 @@ type RunnerConfig struct {
 	// OnStep, if set, is called after every attempt of a step with the
 	// execution as persisted and the step's result (for metrics).
 	OnStep func(ex *alorules.Execution, step alorules.StepResult)
+	// SaveTimeout bounds how long a worker keeps trying to write an
+	// execution's state while the store fails (a full disk). After it,
+	// an execution that stopped there (finished, waiting to retry) is
+	// kept in memory and written by the scheduler once the store
+	// recovers. Default 10 s.
+	SaveTimeout time.Duration
 }
 
 // Runner runs due executions with a bounded pool of workers. Each
@@ -94,6 +100,12 @@ type Runner struct {
 	env    Env
 	notify chan struct{}
 	retry  sync.Mutex // serialises Retry calls
+
+	// unsaved holds executions whose last state could not be written.
+	// The store lists them as running, so nobody claims them; the
+	// scheduler writes them when the store works again.
+	mu      sync.Mutex
+	unsaved map[string]*alorules.Execution
 }
 
 // NewRunner returns a runner; call Run to start it.
@@ -107,6 +119,9 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	if cfg.Grace <= 0 {
 		cfg.Grace = DefaultGrace
 	}
+	if cfg.SaveTimeout <= 0 {
+		cfg.SaveTimeout = 10 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -114,8 +129,9 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	return &Runner{
 		cfg:    cfg,
 		log:    log,
-		env:    Env{Outbound: cfg.Outbound, UserAgent: cfg.UserAgent, Now: cfg.Now},
-		notify: make(chan struct{}, 1),
+		env:     Env{Outbound: cfg.Outbound, UserAgent: cfg.UserAgent, Now: cfg.Now},
+		notify:  make(chan struct{}, 1),
+		unsaved: map[string]*alorules.Execution{},
 	}
 }
 
@@ -173,10 +189,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		if rescan {
 			rescan = false
 			wait := maxIdle
+			if r.saveUnsaved(ctx) > 0 {
+				wait = storeBackoff
+			}
 			if d := time.Until(holdUntil); d > 0 {
 				wait = d
 			} else if free := r.cfg.Workers - len(sc.inflight); free > 0 {
-				wait = r.schedule(ctx, sc, free, start)
+				wait = min(wait, r.schedule(ctx, sc, free, start))
 				if wait == storeBackoff {
 					holdUntil = time.Now().Add(storeBackoff)
 				}
@@ -218,7 +237,44 @@ func (r *Runner) Run(ctx context.Context) error {
 		cancelWork()
 		<-drained
 	}
+	if n := r.saveUnsaved(context.WithoutCancel(ctx)); n > 0 {
+		r.log.Error("executions left running in the store; the next start queues them again", "count", n)
+	}
 	return nil
+}
+
+// keepUnsaved hands an execution whose state could not be written to the
+// scheduler, which writes it once the store recovers. Its worker is done
+// with it.
+func (r *Runner) keepUnsaved(ex *alorules.Execution) {
+	r.mu.Lock()
+	r.unsaved[ex.ID] = ex
+	r.mu.Unlock()
+}
+
+// saveUnsaved writes the executions kept by keepUnsaved and returns how
+// many are still unsaved.
+func (r *Runner) saveUnsaved(ctx context.Context) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, ex := range r.unsaved {
+		wctx, cancel := context.WithTimeout(ctx, storeBackoff)
+		err := r.cfg.Store.UpdateExecution(wctx, ex)
+		cancel()
+		if err != nil {
+			if errors.Is(err, alorules.ErrStoreClosed) {
+				break
+			}
+			continue
+		}
+		delete(r.unsaved, id)
+		r.log.Info("saved execution after the store recovered", "execution_id", id, "event_id", ex.EventID,
+			"rule", ex.Rule, "status", ex.Status)
+		if ex.Status == alorules.StatusQueued || ex.Status == alorules.StatusRetrying {
+			r.Notify()
+		}
+	}
+	return len(r.unsaved)
 }
 
 // scheduler is the state of Run's loop, owned by that one goroutine.
@@ -370,12 +426,12 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) 
 			ex.Status = alorules.StatusRetrying
 			ex.NextAttemptAt = r.cfg.Now().Add(delay)
 			ex.Error = "step " + stepLabel(*st) + ": " + st.Error
-			r.persist(ctx, log, ex, i)
+			r.persistLast(ctx, log, ex, i)
 			return
 		case out == stepInterrupted:
 			ex.Status = alorules.StatusQueued
 			ex.NextAttemptAt = r.cfg.Now()
-			r.persist(ctx, log, ex, i)
+			r.persistLast(ctx, log, ex, i)
 			return
 		}
 		next := nextStep(ex, i+1)
@@ -397,7 +453,7 @@ func (r *Runner) finish(ctx context.Context, log *slog.Logger, ex *alorules.Exec
 	ex.Status = status
 	ex.Error = msg
 	ex.NextAttemptAt = time.Time{}
-	r.persist(ctx, log, ex, step)
+	r.persistLast(ctx, log, ex, step)
 	if status == alorules.StatusFailed {
 		log.Warn("execution failed", "err", msg)
 	} else {
@@ -408,17 +464,19 @@ func (r *Runner) finish(ctx context.Context, log *slog.Logger, ex *alorules.Exec
 // persist writes ex and reports the attempt of step i (if i >= 0) to
 // OnStep. It writes even when ctx was cancelled by the end of the grace
 // period: recording how far the execution got is what makes it resumable.
-func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) {
+// It reports whether the write succeeded.
+func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) bool {
 	ex.UpdatedAt = r.cfg.Now()
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.SaveTimeout)
 	defer cancel()
 	// A full disk or a busy file is often over in moments: try again a
-	// few times before leaving the execution "running" in the store, where
-	// only ResetRunning at the next start would queue it again.
+	// few times before giving up.
 	pause := 100 * time.Millisecond
+	saved := false
 	for {
 		err := r.cfg.Store.UpdateExecution(wctx, ex)
 		if err == nil {
+			saved = true
 			break
 		}
 		if errors.Is(err, alorules.ErrStoreClosed) || wctx.Err() != nil {
@@ -434,6 +492,17 @@ func (r *Runner) persist(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	}
 	if i >= 0 && r.cfg.OnStep != nil {
 		r.cfg.OnStep(ex, ex.Steps[i])
+	}
+	return saved
+}
+
+// persistLast is persist for the last write a worker makes of ex: if it
+// fails, the scheduler keeps trying, so that the execution does not stay
+// "running" in the store until the next start.
+func (r *Runner) persistLast(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) {
+	if !r.persist(ctx, log, ex, i) {
+		log.Warn("execution state not saved; it is kept in memory and saved when the store recovers", "status", ex.Status)
+		r.keepUnsaved(ex)
 	}
 }
 
