@@ -69,7 +69,9 @@ func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, e
 		}
 		res = Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
 	}
-	if err == nil {
+	if err == nil || (errors.Is(err, alo.ErrIncompleteBody) && resp.StatusCode/100 == 2) {
+		// A 2xx whose body was cut short was still carried out; sending
+		// it again would post the message twice.
 		return res, nil
 	}
 	var apiErr *alo.APIError

@@ -31,17 +31,15 @@ func doHTTP(ctx context.Context, timeout time.Duration, req Request, spec *HTTP,
 		return Result{}, se
 	}
 	defer resp.Body.Close()
+	// A body cut short (a timeout, a dropped connection) is kept as far
+	// as it was read. After an expected status it is no error: the target
+	// has acted, and sending the step again could make it act twice.
 	body, truncated, err := readBody(resp.Body)
-	res := Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
+	res := Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated || err != nil)}
 	if !expected(spec.Expect, resp.StatusCode) {
 		return res, statusError(resp.StatusCode, resp.Header, env.now(),
 			// Redacted before it is cut, so no secret is left half-shown.
 			fmt.Errorf("http: unexpected status %s%s", resp.Status, excerpt([]byte(redactorFor(req)(string(body))))))
-	}
-	if err != nil {
-		se := sendError(ctx, timeout, err)
-		se.Err = fmt.Errorf("http: read response: %w", se.Err)
-		return res, se
 	}
 	return res, nil
 }

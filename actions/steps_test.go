@@ -327,6 +327,63 @@ func TestSlackErrors(t *testing.T) {
 	}
 }
 
+// TestSuccessWithCutBody: a target that answers 2xx and then stalls in
+// its body has acted; the step succeeds with what was read instead of
+// being sent again. A non-2xx cut short still fails as its status says.
+func TestSuccessWithCutBody(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stall := func(code int) func(w http.ResponseWriter, r *http.Request, n int) {
+		return func(w http.ResponseWriter, r *http.Request, n int) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			io.WriteString(w, `{"id": "T-`)
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}
+	tests := []struct {
+		name string
+		kind string
+		spec Spec
+		conn func(string) *Connection
+		code int
+		want string // "" for success, else the start of the error
+	}{
+		{"http 201", KindHTTP, &HTTP{Connection: "t", Method: "POST"}, httpConn, 201, ""},
+		{"http 503", KindHTTP, &HTTP{Connection: "t", Method: "POST"}, httpConn, 503, "http: unexpected status 503"},
+		{"alo post_message 200", KindALO, &ALO{Connection: "alo", PostMessage: &ALOMessage{ChannelID: "c1", Content: "hi"}}, aloConn, 200, ""},
+		{"alo request 500", KindALO, &ALO{Connection: "alo", Request: &ALORequest{Method: "POST", Path: "/x"}}, aloConn, 500, "alo: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := newTarget(t, stall(tt.code))
+			req := request(tt.kind, tt.spec, tt.conn(tg.URL))
+			req.Timeout = 200 * time.Millisecond
+			res, err := Do(context.Background(), req, Env{})
+			if res.Code != tt.code {
+				t.Errorf("got code %d, want %d", res.Code, tt.code)
+			}
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("got %v, want success", err)
+			case tt.want == "" && (!strings.HasPrefix(string(res.Body), `{"id": "T-`) || res.JSON != nil):
+				t.Errorf("got body %q and JSON %v, want the part read and no JSON", res.Body, res.JSON)
+			case tt.want != "":
+				if se := stepErr(t, err); !se.Retryable || !strings.HasPrefix(se.Error(), tt.want) {
+					t.Errorf("got %q (retryable %v), want retryable %q...", se, se.Retryable, tt.want)
+				}
+			}
+			if n := len(tg.requests()); n != 1 {
+				t.Errorf("target got %d requests, want 1", n)
+			}
+		})
+	}
+}
+
 func TestALOStep(t *testing.T) {
 	tests := []struct {
 		name      string

@@ -73,6 +73,12 @@ type Message struct {
 	TersePushNotification bool   `json:"terse_push_notification,omitempty"`
 }
 
+// ErrIncompleteBody is returned, with the Response as far as it was read,
+// when the API answered with a status but its body could not be read to
+// the end (a timeout, a dropped connection). With a 2xx status the request
+// was carried out: sending it again may repeat it.
+var ErrIncompleteBody = errors.New("response body incomplete")
+
 // Response is an answer from the API. Body holds at most MaxResponseBytes;
 // Truncated says the server sent more. A truncated success is still a
 // success: the request took effect, and retrying it could post twice.
@@ -224,10 +230,13 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("alo api: %s %s: read response: %w", method, u.Path, err)
-	}
 	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: data}
+	if err != nil {
+		// The status line arrived, so the request was carried out as
+		// far as it says; the caller decides what a cut body means.
+		r.Truncated = true
+		return r, fmt.Errorf("alo api: %s %s: read response: %w: %w", method, u.Path, ErrIncompleteBody, err)
+	}
 	if len(data) > MaxResponseBytes {
 		r.Body, r.Truncated = data[:MaxResponseBytes], true
 	}
