@@ -423,6 +423,9 @@ type Status struct {
 	LastReloadTook  time.Duration `json:"last_reload_took,omitempty"`
 	ReloadsOK       uint64        `json:"reloads_ok"`
 	ReloadsFailed   uint64        `json:"reloads_failed"`
+	// LoopsSuspected are the rules the loop guard has stopped, each for
+	// one key.
+	LoopsSuspected []LoopSuspension `json:"loops_suspected"`
 }
 
 // Status reports the loaded rules and the reload history.
@@ -435,6 +438,10 @@ func (e *Engine) Status() Status {
 		Rules:    l.rs.Rules(),
 		Entity:   l.rs.Entity(),
 		Warnings: l.rs.Warnings(),
+	}
+	st.LoopsSuspected = e.guard.suspended(e.cfg.Now())
+	if st.LoopsSuspected == nil {
+		st.LoopsSuspected = []LoopSuspension{}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -396,7 +396,8 @@ func TestEngineNewRefusesBrokenRules(t *testing.T) {
 }
 
 // TestEngineLoopGuard: a rule that keeps firing for one action (its own
-// steps causing new events) is suspended for the rest of the minute.
+// steps causing new events) is stopped for it, shown in the status, and
+// let through again after a quiet minute.
 func TestEngineLoopGuard(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "alorules.db"))
@@ -419,6 +420,10 @@ rules:
 	var got []alorules.Outcome
 	for i := range 4 {
 		if i == 3 {
+			loops := e.Status().LoopsSuspected
+			if len(loops) != 1 || loops[0].Rule != "echo" || loops[0].Key != "act-1042" {
+				t.Errorf("status: got loops %+v, want echo for act-1042", loops)
+			}
 			clk.set(clk.now().Add(time.Minute))
 		}
 		id := ingest(t, st, event(t, "action_message_added"))
@@ -428,5 +433,8 @@ rules:
 	want := []alorules.Outcome{"matched", "matched", "loop_suspected", "matched"}
 	if !equalOutcomes(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+	if loops := e.Status().LoopsSuspected; len(loops) != 0 {
+		t.Errorf("status after a quiet minute: got loops %+v, want none", loops)
 	}
 }

@@ -2,11 +2,11 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,7 +163,7 @@ func (rs *RuleSet) evaluateWith(ctx context.Context, in evalInput) (Evaluation, 
 	defer m.release()
 	m.fast = newFastState(m.env, rs.paths, &m.chg)
 	ps := &pass{rs: rs, in: in, payload: payload, m: m}
-	if perr == nil && (in.recall != nil || rs.deferred) {
+	if perr == nil && (in.recall != nil || rs.deferred || (in.guard != nil && rs.loop > 0)) {
 		ps.entity = rs.entityKey(m, alo.NormalizeType(ev.Type))
 		out.Entity = ps.entity
 	}
@@ -330,14 +330,14 @@ func (ps *pass) fire(ctx context.Context, r *rule, out *Evaluation) (alorules.Ou
 		return ps.collect(r, out)
 	}
 	rs, m, now := ps.rs, ps.m, ps.in.now
-	var key string
-	haveKey := false
+	// The loop guard counts by the throttle key, or else by the entity.
+	var key, loopKey string
 	if r.throttle != nil {
 		k, err := renderKey(m, r.throttle.key)
 		if err != nil {
 			return alorules.OutcomeError, "throttle.key: " + err.Error()
 		}
-		key, haveKey = r.name+":"+k, true
+		key, loopKey = r.name+":"+k, k
 		if _, opened := out.Throttles[key]; opened {
 			return alorules.OutcomeThrottled, ""
 		}
@@ -350,11 +350,11 @@ func (ps *pass) fire(ctx context.Context, r *rule, out *Evaluation) (alorules.Ou
 				return alorules.OutcomeThrottled, ""
 			}
 		}
-	} else if id, ok := entityKey(ps.payload); ok {
-		key, haveKey = r.name+":"+id, true
+	} else {
+		loopKey = ps.entity
 	}
-	if haveKey && ps.in.guard != nil && rs.loop > 0 && !ps.in.guard.allow(key, now, rs.loop) {
-		return alorules.OutcomeLoop, fmt.Sprintf("fired more than %d times this minute for key %q; suspended until the minute ends (raise defaults.loop_limit if this is expected)", rs.loop, key)
+	if loopKey != "" && ps.in.guard != nil && rs.loop > 0 && !ps.in.guard.allow(r.name, loopKey, now, rs.loop) {
+		return alorules.OutcomeLoop, fmt.Sprintf("fired more than %d times in a minute for key %q; stopped for this key until a minute passes without it firing (raise defaults.loop_limit if this is expected)", rs.loop, loopKey)
 	}
 	if r.throttle != nil {
 		if out.Throttles == nil {
@@ -424,26 +424,6 @@ func renderKey(m *machine, t *tstring) (string, error) {
 		return "", err
 	}
 	return stringify(v), nil
-}
-
-// entityKey is the ALO action id, the default key of the loop guard for
-// rules without a throttle.
-func entityKey(payload any) (string, bool) {
-	obj, ok := payload.(map[string]any)
-	if !ok {
-		return "", false
-	}
-	action, ok := obj["action"].(map[string]any)
-	if !ok {
-		return "", false
-	}
-	switch id := action["id"].(type) {
-	case string:
-		return id, id != ""
-	case int:
-		return strconv.Itoa(id), true
-	}
-	return "", false
 }
 
 // execution builds the queued execution of a matched rule. Steps that do
@@ -531,28 +511,96 @@ func jsonRedactor(secrets []string) alorules.Redactor {
 	return alorules.NewRedactor(escaped...)
 }
 
-// loopGuard counts firings per rule and key in the current minute. A rule
-// that fires more than its limit for one key (typically because its own
-// steps cause new events about the same action) is stopped for that key
-// until the minute ends. Counters are in memory: a restart forgets them,
-// which only delays the guard by a minute.
+// loopGuard counts firings per rule and key. A rule that fires more than
+// its limit within a minute for one key (typically because its own steps
+// cause new events about the same action) is stopped for that key until a
+// whole minute passes without an attempt to fire: a loop that the guard
+// broke then goes quiet and is let through again, while one still fed
+// from outside stays stopped. Counters are in memory: a restart forgets
+// them, which only delays the guard by a minute.
 type loopGuard struct {
-	mu     sync.Mutex
-	minute time.Time
-	counts map[string]int
+	mu        sync.Mutex
+	keys      map[loopKey]*loopCount
+	lastSweep time.Time
 }
 
-func newLoopGuard() *loopGuard { return &loopGuard{counts: map[string]int{}} }
+type loopKey struct{ rule, key string }
 
-// allow counts one firing of key at now and reports whether it is within
-// limit.
-func (g *loopGuard) allow(key string, now time.Time, limit int) bool {
+type loopCount struct {
+	start   time.Time // of the current one-minute window
+	count   int       // firings in it
+	since   time.Time // when the key was stopped
+	until   time.Time // stopped until then; each attempt moves it on
+	refused int       // attempts refused since then
+}
+
+// LoopSuspension is a rule stopped for one key by the loop guard.
+type LoopSuspension struct {
+	Rule string `json:"rule"`
+	Key  string `json:"key"`
+	// Since is when the guard stopped it; Until, when it will be let
+	// through again unless it keeps trying.
+	Since   time.Time `json:"since"`
+	Until   time.Time `json:"until"`
+	Refused int       `json:"refused"`
+}
+
+func newLoopGuard() *loopGuard { return &loopGuard{keys: map[loopKey]*loopCount{}} }
+
+// allow counts one firing of rule for key at now and reports whether it
+// may run.
+func (g *loopGuard) allow(rule, key string, now time.Time, limit int) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if m := now.Truncate(time.Minute); !m.Equal(g.minute) {
-		g.minute = m
-		clear(g.counts)
+	g.sweep(now)
+	k := loopKey{rule, key}
+	c := g.keys[k]
+	if c == nil {
+		c = &loopCount{start: now}
+		g.keys[k] = c
 	}
-	g.counts[key]++
-	return g.counts[key] <= limit
+	if now.Before(c.until) {
+		c.until = now.Add(time.Minute)
+		c.refused++
+		return false
+	}
+	if now.Sub(c.start) >= time.Minute {
+		c.start, c.count, c.refused = now, 0, 0
+	}
+	c.count++
+	if c.count > limit {
+		c.since, c.until, c.refused = now, now.Add(time.Minute), 1
+		return false
+	}
+	return true
+}
+
+// sweep forgets, once a minute, the keys that are neither counting nor
+// stopped, so that a flood of actions does not grow the map for good.
+func (g *loopGuard) sweep(now time.Time) {
+	if now.Sub(g.lastSweep) < time.Minute {
+		return
+	}
+	g.lastSweep = now
+	for k, c := range g.keys {
+		if now.Sub(c.start) >= time.Minute && !now.Before(c.until) {
+			delete(g.keys, k)
+		}
+	}
+}
+
+// suspended lists the keys stopped at now, by rule and key.
+func (g *loopGuard) suspended(now time.Time) []LoopSuspension {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []LoopSuspension
+	for k, c := range g.keys {
+		if now.Before(c.until) {
+			out = append(out, LoopSuspension{Rule: k.rule, Key: k.key, Since: c.since, Until: c.until, Refused: c.refused})
+		}
+	}
+	slices.SortFunc(out, func(a, b LoopSuspension) int {
+		return cmp.Or(strings.Compare(a.Rule, b.Rule), strings.Compare(a.Key, b.Key))
+	})
+	return out
 }

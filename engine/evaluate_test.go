@@ -160,34 +160,90 @@ rules:
 	ev := event(t, "action_updated")
 	start := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 	guard := newLoopGuard()
-	evaluate := func(ev *alorules.Event, now time.Time) Evaluation {
-		return rs.evaluate(context.Background(), ev, now, nil, guard)
+	evaluate := func(ev *alorules.Event, after time.Duration) alorules.Outcome {
+		t.Helper()
+		res := rs.evaluate(context.Background(), ev, start.Add(after), nil, guard).Results[0]
+		if res.Outcome == alorules.OutcomeLoop && !strings.Contains(res.Error, "more than 3 times in a minute") {
+			t.Errorf("got message %q, want it to say why", res.Error)
+		}
+		return res.Outcome
 	}
-	var got []alorules.Outcome
-	for i := range 5 {
-		eval := evaluate(ev, start.Add(time.Duration(i)*time.Second))
-		got = append(got, eval.Results[0].Outcome)
-		if eval.Results[0].Outcome == alorules.OutcomeLoop && !strings.Contains(eval.Results[0].Error, "more than 3 times") {
-			t.Errorf("got message %q, want it to say why", eval.Results[0].Error)
+	// Each step is a firing attempt at a time after start.
+	steps := []struct {
+		after time.Duration
+		want  alorules.Outcome
+	}{
+		{0, "matched"}, {time.Second, "matched"}, {2 * time.Second, "matched"},
+		{3 * time.Second, "loop_suspected"},
+		// A loop that keeps trying stays stopped, past the minute.
+		{50 * time.Second, "loop_suspected"},
+		{100 * time.Second, "loop_suspected"},
+	}
+	for _, st := range steps {
+		if got := evaluate(ev, st.after); got != st.want {
+			t.Errorf("at +%s: got %s, want %s", st.after, got, st.want)
 		}
 	}
-	want := []alorules.Outcome{"matched", "matched", "matched", "loop_suspected", "loop_suspected"}
-	if !equalOutcomes(got, want) {
-		t.Errorf("got %v, want %v", got, want)
+	if got := guard.suspended(start.Add(100 * time.Second)); len(got) != 1 || got[0].Rule != "echo" || got[0].Key != "act-1042" ||
+		!got[0].Since.Equal(start.Add(3*time.Second)) || !got[0].Until.Equal(start.Add(160*time.Second)) || got[0].Refused != 3 {
+		t.Errorf("suspended at +100s: got %+v, want echo for act-1042 since +3s until +160s, 3 refused", got)
 	}
-	// The next minute starts afresh; another action is never affected;
-	// Evaluate on its own (replays) does not count.
+	if got := guard.suspended(start.Add(160 * time.Second)); len(got) != 0 {
+		t.Errorf("suspended at +160s: got %+v, want none", got)
+	}
+	// A quiet minute after the last attempt lets it through again.
+	if got := evaluate(ev, 161*time.Second); got != alorules.OutcomeMatched {
+		t.Errorf("after a quiet minute: got %s, want matched", got)
+	}
+	// Another action is never affected; Evaluate on its own (replays)
+	// does not count.
 	for range 20 {
 		if got := rs.Evaluate(ev, start, nil).Results[0].Outcome; got != alorules.OutcomeMatched {
 			t.Fatalf("Evaluate: got %s, want matched", got)
 		}
 	}
-	if got := evaluate(ev, start.Add(time.Minute)).Results[0].Outcome; got != alorules.OutcomeMatched {
-		t.Errorf("next minute: got %s, want matched", got)
-	}
 	other := rawEvent(t, `{"type":"action_updated","action":{"id":"act-other"}}`)
-	if got := evaluate(other, start.Add(time.Minute)).Results[0].Outcome; got != alorules.OutcomeMatched {
+	if got := evaluate(other, 100*time.Second); got != alorules.OutcomeMatched {
 		t.Errorf("other action: got %s, want matched", got)
+	}
+}
+
+// TestLoopGuardKeys: without a throttle the guard counts by the entity
+// the rules file names (here a field of chat messages), with one by its
+// key; an event with neither is not counted.
+func TestLoopGuardKeys(t *testing.T) {
+	rs := parseString(t, `version: 1
+defaults: { loop_limit: 1 }
+entity:
+  types:
+    action_message_added: "{{ event.message?.action_id }}"
+rules:
+  - name: by-entity
+    on: [action_message_added]
+  - name: by-throttle
+    on: [action_message_added]
+    throttle: { key: "{{ event.message?.room }}", per: 1ms }
+`)
+	start := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	guard := newLoopGuard()
+	msg := func(action, room string) *alorules.Event {
+		return rawEvent(t, `{"type":"action_message_added","message":{"action_id":"`+action+`","room":"`+room+`"}}`)
+	}
+	tests := []struct {
+		ev   *alorules.Event
+		want [2]alorules.Outcome
+	}{
+		{msg("a1", "r1"), [2]alorules.Outcome{"matched", "matched"}},
+		{msg("a1", "r2"), [2]alorules.Outcome{"loop_suspected", "matched"}},
+		{msg("a2", "r1"), [2]alorules.Outcome{"matched", "loop_suspected"}},
+		{rawEvent(t, `{"type":"action_message_added"}`), [2]alorules.Outcome{"matched", "matched"}},
+		{rawEvent(t, `{"type":"action_message_added"}`), [2]alorules.Outcome{"matched", "matched"}},
+	}
+	for i, tt := range tests {
+		res := rs.evaluate(context.Background(), tt.ev, start.Add(time.Duration(i)*time.Second), nil, guard).Results
+		if got := [2]alorules.Outcome{res[0].Outcome, res[1].Outcome}; got != tt.want {
+			t.Errorf("event %d: got %v, want %v", i, got, tt.want)
+		}
 	}
 }
 
