@@ -127,8 +127,8 @@ func NewRunner(cfg RunnerConfig) *Runner {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Runner{
-		cfg:    cfg,
-		log:    log,
+		cfg:     cfg,
+		log:     log,
 		env:     Env{Outbound: cfg.Outbound, UserAgent: cfg.UserAgent, Now: cfg.Now},
 		notify:  make(chan struct{}, 1),
 		unsaved: map[string]*alorules.Execution{},
