@@ -60,6 +60,11 @@ type Admin struct {
 	Logger *slog.Logger
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// BackupStall bounds how long one write of a backup may wait for the
+	// client to read; default 30 s. A backup holds a read transaction,
+	// which keeps freed pages from reuse and the store from closing, so
+	// a client that stops reading must not hold it for good.
+	BackupStall time.Duration
 }
 
 func (a *Admin) now() time.Time {
@@ -498,6 +503,25 @@ func (a *Admin) reload(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"rules": len(st.Rules), "hash": st.Hash})
 }
 
+// stallWriter gives every write of a stream its own deadline and stops at
+// once when the request ends.
+type stallWriter struct {
+	w     io.Writer
+	rc    *http.ResponseController
+	ctx   context.Context
+	stall time.Duration
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.stall)); err != nil {
+		return 0, fmt.Errorf("set write deadline: %w", err)
+	}
+	return s.w.Write(p)
+}
+
 // backup streams a consistent copy of the store from one read
 // transaction; ingest goes on meanwhile.
 func (a *Admin) backup(c echo.Context) error {
@@ -505,7 +529,12 @@ func (a *Admin) backup(c echo.Context) error {
 	h.Set(echo.HeaderContentType, "application/octet-stream")
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="alorules-`+a.now().UTC().Format("20060102T150405Z")+`.db"`)
 	c.Response().WriteHeader(http.StatusOK)
-	n, err := a.Store.Backup(c.Response())
+	stall := a.BackupStall
+	if stall <= 0 {
+		stall = 30 * time.Second
+	}
+	w := &stallWriter{w: c.Response(), rc: http.NewResponseController(c.Response()), ctx: c.Request().Context(), stall: stall}
+	n, err := a.Store.Backup(w)
 	if err != nil {
 		// Headers are gone; all that is left is to cut the stream short
 		// so the client sees a truncated file, and to say so in the log.

@@ -2,7 +2,9 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -666,5 +668,38 @@ func TestConditionFileLines(t *testing.T) {
 	}
 	if got := res.Issues[0].Line - first; got != 2 {
 		t.Errorf("got the issue on condition line %d, want 2 (%v)", got, res.Issues[0])
+	}
+}
+
+// TestBackupClientThatStopsReading: a backup client that stops reading
+// must not hold the store's read transaction for good; the stream is cut
+// after BackupStall and the store can close.
+func TestBackupClientThatStopsReading(t *testing.T) {
+	e := newUIEnv(t, uiOptions{noSync: true})
+	e.admin.BackupStall = 200 * time.Millisecond
+	big := strings.Repeat("x", 512<<10)
+	for i := range 60 {
+		e.save(fmt.Sprintf(`{"type":"action_updated","n":%d,"pad":%q}`, i, big), e.now)
+	}
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/v1/backup HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Read the first bytes, then stop reading with the rest (about
+	// 30 MB, more than the socket buffers hold) still to come.
+	if _, err := conn.Read(make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- e.st.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the store could not close within 10 s while a backup client stalled")
 	}
 }
