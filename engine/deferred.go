@@ -121,15 +121,24 @@ const fireBatch = 100
 // is a digest whose rule no longer has digest:. After downtime they fire
 // late, never not at all. Run calls it after each batch of matching; rule
 // simulations call it after moving their clock.
+//
+// Only what fell due before the oldest event still waiting to be matched
+// fires: that event, received earlier, may cancel a timer or belong to a
+// digest, and a matcher that fell behind (a backlog, a restart) must not
+// let a timer beat it.
 func (e *Engine) FireDue(ctx context.Context) ([]Fired, error) {
 	var out []Fired
 	for {
 		now := e.cfg.Now()
-		timers, err := e.cfg.Store.DueTimers(ctx, now, fireBatch)
+		upTo, err := e.fireHorizon(ctx, now)
 		if err != nil {
 			return out, err
 		}
-		digests, err := e.cfg.Store.DueDigests(ctx, now, fireBatch)
+		timers, err := e.cfg.Store.DueTimers(ctx, upTo, fireBatch)
+		if err != nil {
+			return out, err
+		}
+		digests, err := e.cfg.Store.DueDigests(ctx, upTo, fireBatch)
 		if err != nil {
 			return out, err
 		}
@@ -344,4 +353,17 @@ func templateMachine(ev *alorules.Event, rawVars map[string]json.RawMessage, now
 		steps = map[string]any{}
 	}
 	return newMachine(envInput{Event: ev, Payload: payload, Previous: prev, Now: now, Steps: steps, Vars: vars}), nil
+}
+
+// fireHorizon is the time up to which timers and digests may fire: now, or
+// just before the oldest pending event was received.
+func (e *Engine) fireHorizon(ctx context.Context, now time.Time) (time.Time, error) {
+	pending, err := e.cfg.Store.PendingEvents(ctx, 1)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(pending) == 1 && pending[0].ReceivedAt.Before(now) {
+		return pending[0].ReceivedAt.Add(-time.Nanosecond), nil
+	}
+	return now, nil
 }

@@ -151,7 +151,7 @@ func TestTimerCancelled(t *testing.T) {
 			want: [][]string{{"stuck-urgent:timer_set"}, {"stuck-urgent:timer_cancelled"}},
 		},
 		{
-			name: "an event of a type the rule does not see cancels too",
+			name: "an event of a type no rule names cancels too",
 			events: []string{
 				`{"type":"action_created","action":{"id":"a1","priority":"Urgent","status":"Open"}}`,
 				`{"type":"something_else","action":{"id":"a1","status":"Completed"}}`,
@@ -200,6 +200,56 @@ func TestTimerCancelled(t *testing.T) {
 				t.Errorf("got fired %v, want %v", got, tt.fires)
 			}
 		})
+	}
+}
+
+// TestTimerWaitsForBacklog: a matcher that fell behind must not fire a
+// timer before matching an event received before the timer fell due; and
+// the timer counts from when its event was received, not matched.
+func TestTimerWaitsForBacklog(t *testing.T) {
+	s := newSim(t, escalationRules)
+	ctx := context.Background()
+	save := func(body string) {
+		t.Helper()
+		ev, err := NewEvent([]byte(body), s.clock())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.st.SaveEvent(ctx, ev, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save(`{"type":"action_created","action":{"id":"a1","priority":"Urgent","status":"Open"}}`)
+	s.advance(time.Hour) // matched an hour late
+	if _, err := s.e.MatchPending(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ts := s.timers(); len(ts) != 1 || !ts[0].Due.Equal(s.clock().Add(3*time.Hour)) {
+		t.Fatalf("got timers %+v, want one due 4h after the event was received", ts)
+	}
+
+	// More events than one matching batch, then the completion, all
+	// received before the timer is due; matching resumes after it.
+	s.advance(2 * time.Hour)
+	for range 150 {
+		save(`{"type":"other"}`)
+	}
+	save(`{"type":"action_status_updated","action":{"id":"a1","priority":"Urgent","status":"Completed"}}`)
+	s.advance(3 * time.Hour)
+	for {
+		n, err := s.e.MatchPending(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := s.fire(); len(f) != 0 {
+			t.Fatalf("after matching %d events: fired %+v before the completion was matched", n, f)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if ts := s.timers(); len(ts) != 0 {
+		t.Errorf("got %d timers pending, want the completion to have cancelled it", len(ts))
 	}
 }
 

@@ -391,11 +391,22 @@ func (ps *pass) setTimer(r *rule, out *Evaluation) (alorules.Outcome, string) {
 	default:
 		now := ps.in.now
 		t := &store.Timer{ID: store.NewID(now), Rule: r.name, Entity: ps.entity, EventID: ps.in.ev.ID,
-			SetAt: now, Due: now.Add(r.after), PreviousEventID: ps.prevID}
+			SetAt: now, Due: ps.happenedAt().Add(r.after), PreviousEventID: ps.prevID}
 		out.Timers = append(out.Timers, t)
 		out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.TimerSet, TimerID: t.ID, Due: t.Due})
 	}
 	return alorules.OutcomeMatched, ""
+}
+
+// happenedAt is when the event was received, or the matcher's now if that
+// is earlier (a clock moved back): timers count "after" from the event,
+// and digest windows collect events by receipt, so that a matcher that
+// fell behind neither delays a timer nor files an event in a later window.
+func (ps *pass) happenedAt() time.Time {
+	if at := ps.in.ev.ReceivedAt; !at.IsZero() && at.Before(ps.in.now) {
+		return at
+	}
+	return ps.in.now
 }
 
 // collect adds the event to its digest.
@@ -405,7 +416,7 @@ func (ps *pass) collect(r *rule, out *Evaluation) (alorules.Outcome, string) {
 		return alorules.OutcomeError, "digest.key: " + err.Error()
 	}
 	out.Digests = append(out.Digests, &store.DigestAdd{Rule: r.name, Key: key, EventID: ps.in.ev.ID,
-		At: ps.in.now, Window: r.digest.window, Max: r.digest.max})
+		At: ps.happenedAt(), Window: r.digest.window, Max: r.digest.max})
 	out.Deferred = append(out.Deferred, alorules.Deferral{Rule: r.name, Kind: alorules.DigestAdded, Key: key})
 	return alorules.OutcomeMatched, ""
 }
