@@ -24,7 +24,12 @@ type TestResult struct {
 	Entity          string   `json:"entity,omitempty"`
 	PreviousEventID string   `json:"previous_event_id,omitempty"`
 	Changed         []string `json:"changed,omitempty"`
+	// Note says why no rule was evaluated (a handshake).
+	Note string `json:"note,omitempty"`
 }
+
+// handshakeNote explains the empty result of testing a handshake.
+const handshakeNote = "a URL verification handshake: the service answers and stores it, but never matches it against rules"
 
 // TestRule is one rule's outcome and, when it matched, its rendered steps.
 type TestRule struct {
@@ -62,6 +67,9 @@ func Test(rs *RuleSet, ev *alorules.Event, now time.Time) TestResult {
 func TestAfter(rs *RuleSet, ev, prev *alorules.Event, now time.Time) TestResult {
 	e := *ev
 	e.Type = alo.NormalizeType(e.Type)
+	if e.Handshake || alo.IsHandshake(e.Type) {
+		return TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: []TestRule{}, Note: handshakeNote}
+	}
 	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: &e, now: now, recall: recallEvent(prev)})
 	eval.listChanges()
 	out := TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: make([]TestRule, len(eval.Results)),

@@ -347,4 +347,12 @@ func TestTestCommand(t *testing.T) {
 	if !strings.Contains(got, "{page-on-urgent-action matched}") {
 		t.Errorf("got %s, want page-on-urgent-action matched", got)
 	}
+
+	// A handshake is never matched, in the service or here.
+	out.Reset()
+	code = run([]string{"test", "--rules", "../../rules.example.yaml", "../../testdata/events/webhook_url_verification.json"},
+		nil, &out, &errb, func(k string) string { return env[k] })
+	if text := out.String(); code != 0 || !strings.Contains(text, "never matches it against rules") || strings.Contains(text, "quiet-sandbox") {
+		t.Errorf("handshake: got exit %d:\n%s\nwant exit 0, the note, and no rule matched", code, text)
+	}
 }

@@ -186,6 +186,9 @@ func cmdTest(ctx context.Context, args []string, cio cmdIO) int {
 
 func printTestResult(w io.Writer, r engine.TestResult) {
 	fmt.Fprintf(w, "event %s (%s)\n", r.EventID, r.Type)
+	if r.Note != "" {
+		fmt.Fprintf(w, "  %s\n", r.Note)
+	}
 	for _, rr := range r.Results {
 		line := fmt.Sprintf("  %-28s %s", rr.Rule, rr.Outcome)
 		if rr.Error != "" {
