@@ -6,6 +6,7 @@ package actions
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"alorules"
@@ -89,6 +90,32 @@ func (c *SlackConn) validate() error {
 	case c.WebhookURL != "" && c.Token != "":
 		return errors.New("slack: webhook_url and token are exclusive")
 	}
+	if c.WebhookURL != "" {
+		if err := checkURL(string(c.WebhookURL)); err != nil {
+			return fmt.Errorf("slack: webhook_url %w", err)
+		}
+	}
+	if c.APIURL != "" {
+		if err := checkURL(c.APIURL); err != nil {
+			return fmt.Errorf("slack: api_url %w", err)
+		}
+	}
+	return nil
+}
+
+// checkURL reports a URL that no step could send to. The URL itself is
+// not repeated in the error: it may carry a secret (a Slack webhook URL
+// is one).
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return errors.New("is not a valid URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("must start with https:// or http://")
+	case u.Host == "":
+		return errors.New("has no host")
+	}
 	return nil
 }
 
@@ -101,6 +128,9 @@ type HTTPConn struct {
 func (c *HTTPConn) validate() error {
 	if c.BaseURL == "" {
 		return errors.New("http: needs base_url")
+	}
+	if err := checkURL(c.BaseURL); err != nil {
+		return fmt.Errorf("http: base_url %w", err)
 	}
 	return nil
 }
@@ -118,6 +148,11 @@ type ALOConn struct {
 func (c *ALOConn) validate() error {
 	if c.APIKey == "" {
 		return errors.New("alo: needs api_key")
+	}
+	if c.BaseURL != "" {
+		if err := checkURL(c.BaseURL); err != nil {
+			return fmt.Errorf("alo: base_url %w", err)
+		}
 	}
 	return nil
 }

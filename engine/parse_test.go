@@ -39,6 +39,11 @@ func TestParseErrors(t *testing.T) {
 		{"step_invalid_spec.yaml", []string{`step_invalid_spec.yaml:8: rule "a": do[0].slack: slack: needs text or blocks`}},
 		{"unknown_connection.yaml", []string{`unknown_connection.yaml:9: rule "a": do[0].slack.connection: unknown connection "ops-slak", did you mean "ops-slack"?`}},
 		{"templated_connection.yaml", []string{`templated_connection.yaml:8: rule "a": do[0].slack.connection: must be a literal connection name, not a template`}},
+		{"connection_bad_url.yaml", []string{
+			`connection_bad_url.yaml:4: connections.ops-slack: slack: webhook_url must start with https:// or http://`,
+			`connection_bad_url.yaml:6: connections.tickets: http: base_url must start with https:// or http://`,
+			`connection_bad_url.yaml:8: connections.alo: alo: base_url has no host`,
+		}},
 		{"connection_kind_mismatch.yaml", []string{`connection_kind_mismatch.yaml:8: rule "a": do[0].slack: slack: connection "tickets" is not a slack connection`}},
 		{"step_ref_not_earlier.yaml", []string{`step_ref_not_earlier.yaml:7: rule "a": do[0].http.json.ticket: steps.ticket: no earlier step in this rule has id "ticket"`}},
 		{"if_unknown_name.yaml", []string{`if_unknown_name.yaml:5: rule "page-oncall": if: unknown name "evnt", did you mean "event"? (column 1)`}},

@@ -20,13 +20,14 @@ import (
 
 // placeholderEnv lets `check` and `test` run where the connection secrets
 // are not set (CI): a missing ${NAME} becomes a harmless placeholder
-// instead of a load error.
+// instead of a load error. The placeholder is a URL on a reserved domain,
+// so that it passes where a URL is wanted and reaches nobody.
 func placeholderEnv(getenv func(string) string) func(string) string {
 	return func(name string) string {
 		if v := getenv(name); v != "" {
 			return v
 		}
-		return "placeholder-" + strings.ToLower(name)
+		return "https://placeholder.invalid/" + strings.ToLower(name)
 	}
 }
 
