@@ -351,6 +351,43 @@ func TestRuleStats(t *testing.T) {
 	}
 }
 
+// TestRuleStatsCountOutcomes: a hit is a match, whether or not the rule
+// has steps (a rule that only sets a timer, or records); a condition that
+// fails at run time counts as a failure; a firing timer adds no hit.
+func TestRuleStatsCountOutcomes(t *testing.T) {
+	s := openTest(t)
+	at := time.Now().UTC()
+	id := mustSave(t, s, newEvent("a", at))
+	m := &alorules.Match{EventID: id, RuleSetHash: "h1", MatchedAt: at, Results: []alorules.RuleResult{
+		{Rule: "no-steps", Outcome: alorules.OutcomeMatched},
+		{Rule: "broken", Outcome: alorules.OutcomeError, Error: "boom"},
+		{Rule: "quiet", Outcome: alorules.OutcomeNotMatched},
+		{Rule: "later", Outcome: alorules.OutcomeMatched},
+	}}
+	timer := &Timer{Rule: "later", Entity: "a1", EventID: id, SetAt: at, Due: at}
+	if err := s.SaveMatch(ctx, MatchWrite{Match: m, Timers: []*Timer{timer}}); err != nil {
+		t.Fatal(err)
+	}
+	ex := &alorules.Execution{EventID: id, Rule: "later", RuleSetHash: "h1", CreatedAt: at}
+	if fired, err := s.FireTimer(ctx, timer.ID, ex); err != nil || !fired {
+		t.Fatalf("FireTimer: got %v %v, want fired", fired, err)
+	}
+	stats, err := s.RuleStats(ctx, at.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]int{"no-steps": {1, 0}, "broken": {0, 1}, "later": {1, 0}}
+	for rule, w := range want {
+		st := stats[rule]
+		if st == nil || st.Hits != w[0] || st.Failures != w[1] {
+			t.Errorf("%s: got %+v, want %d hits and %d failures", rule, st, w[0], w[1])
+		}
+	}
+	if st := stats["quiet"]; st != nil && (st.Hits != 0 || st.Failures != 0) {
+		t.Errorf("quiet: got %+v, want nothing counted", st)
+	}
+}
+
 func TestRuleSets(t *testing.T) {
 	s := openTest(t)
 	if err := s.SaveRuleSet(ctx, "abc", []byte("version: 1")); err != nil {

@@ -109,14 +109,23 @@ func (s *Store) SaveMatch(ctx context.Context, w MatchWrite) error {
 			}
 		}
 		for i, ex := range w.Executions {
-			added, err := insertExec(tx, ex, vals[i])
-			if err != nil {
+			if _, err := insertExec(tx, ex, vals[i]); err != nil {
 				return fmt.Errorf("execution %s: %w", ex.ID, err)
 			}
-			if added {
-				if err := addRuleStat(tx, ex.Rule, ex.CreatedAt, 1, 0); err != nil {
-					return err
-				}
+		}
+		// A hit is a rule whose condition held, whether it then ran
+		// steps, set a timer or fed a digest; a condition that failed
+		// at run time is a failure, like an execution that failed.
+		for _, r := range m.Results {
+			var err error
+			switch r.Outcome {
+			case alorules.OutcomeMatched:
+				err = addRuleStat(tx, r.Rule, m.MatchedAt, 1, 0)
+			case alorules.OutcomeError:
+				err = addRuleStat(tx, r.Rule, m.MatchedAt, 0, 1)
+			}
+			if err != nil {
+				return err
 			}
 		}
 		th := tx.Bucket(bThrottles)

@@ -8,8 +8,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// RuleStats are one rule's hits (executions created by matching) and
-// failures (executions that failed) since a time, and its last hit ever.
+// RuleStats are one rule's hits (events it matched) and failures (events
+// its condition failed on at run time, and executions that failed) since
+// a time, and its last hit ever.
 type RuleStats struct {
 	Hits, Failures int
 	LastHit        time.Time

@@ -163,7 +163,7 @@ func (s *Store) fire(ctx context.Context, what string, ex *alorules.Execution, r
 		if fired, err = remove(tx); err != nil || !fired || ex == nil {
 			return err
 		}
-		return insertHit(tx, ex, val)
+		return insertFired(tx, ex, val)
 	})
 	if err != nil {
 		return false, fmt.Errorf("fire %s: %w", what, err)
@@ -171,14 +171,12 @@ func (s *Store) fire(ctx context.Context, what string, ex *alorules.Execution, r
 	return fired, nil
 }
 
-// insertHit stores a new execution made outside a match (a timer fired, a
-// digest closed) and counts it as a hit of its rule.
-func insertHit(tx *bolt.Tx, ex *alorules.Execution, val []byte) error {
-	added, err := insertExec(tx, ex, val)
-	if err != nil || !added {
-		return err
-	}
-	return addRuleStat(tx, ex.Rule, ex.CreatedAt, 1, 0)
+// insertFired stores a new execution made outside a match (a timer fired,
+// a digest closed). It is no new hit: the matches that set the timer or
+// fed the digest were counted.
+func insertFired(tx *bolt.Tx, ex *alorules.Execution, val []byte) error {
+	_, err := insertExec(tx, ex, val)
+	return err
 }
 
 // DueTimers returns up to limit (default 100) pending timers due at or
