@@ -191,6 +191,7 @@ func TestEventPagePrevious(t *testing.T) {
 	for _, want := range []string{
 		`<code>act-1</code>`, `href="/events/` + first + `"`, `<li><code>action.status</code></li>`,
 		`<li><code>action.assignees.0.id</code></li>`, `timer cancelled: unless became true`,
+		`Previous payload (<code>previous</code> in conditions)`, `&#34;status&#34;: &#34;Open&#34;`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("event page lacks %q", want)

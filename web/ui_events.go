@@ -105,6 +105,10 @@ type eventData struct {
 	// after a rule that stopped the walk.
 	NotWalked []string
 	Stopped   string
+	// Previous is the entity's previous payload, indented; PreviousGone
+	// says it was pruned since.
+	Previous     string
+	PreviousGone bool
 }
 
 type outcomeRow struct {
@@ -196,6 +200,17 @@ func (a *Admin) eventPage(c echo.Context) error {
 			if !walked[name] {
 				d.NotWalked = append(d.NotWalked, name)
 			}
+		}
+	}
+	if det.Match != nil && det.Match.PreviousEventID != "" {
+		prev, err := a.Store.Event(c.Request().Context(), det.Match.PreviousEventID)
+		switch {
+		case errors.Is(err, alorules.ErrNotFound):
+			d.PreviousGone = true
+		case err != nil:
+			return err
+		default:
+			d.Previous = indentJSON(prev.Payload)
 		}
 	}
 	return a.render(c, http.StatusOK, "event", "Event "+shortHash(det.ID), "events", d)
