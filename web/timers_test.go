@@ -258,3 +258,90 @@ func TestPlaygroundSequence(t *testing.T) {
 		t.Errorf("got %d, want the page to say what is wrong", resp2.StatusCode)
 	}
 }
+
+// TestTimersPageSafety: the timers pages and API need credentials, the
+// Cancel form needs its token from the same origin, and entity ids and
+// digest keys from hostile payloads render as text.
+func TestTimersPageSafety(t *testing.T) {
+	e := timerEnv(t)
+	hostile := uiJSONString(uiXSSValue + uiXSSAttr)
+	e.send(`{"type":"action_created","action":{"id":` + hostile + `,"priority":"Urgent","status":"Open"}}`)
+	e.send(`{"type":"action_created","action":{"id":"act-9","priority":"Low","status":"Open","form":{"location":` + hostile + `}}}`)
+	c := e.client()
+	for _, p := range []string{"/timers", "/", "/events"} {
+		code, body := e.get(c, p)
+		if code != http.StatusOK {
+			t.Errorf("GET %s: got %d", p, code)
+		}
+		uiCheckInert(t, "GET "+p, body)
+		if p == "/timers" && strings.Count(body, "&lt;script&gt;alert(1)&lt;/script&gt;") < 2 {
+			t.Errorf("GET /timers: want the hostile entity and digest key shown escaped")
+		}
+	}
+	ids := e.apiTimers()
+	if len(ids) != 1 {
+		t.Fatalf("got %d timers, want 1", len(ids))
+	}
+	tok := e.token(c)
+	refused := []struct {
+		name   string
+		client *http.Client
+		token  string
+		hdr    map[string]string
+	}{
+		{"no token", c, "", nil},
+		{"wrong token", c, strings.Repeat("A", 43), nil},
+		{"no cookie", e.client(), tok, nil},
+		{"cross-site", c, tok, map[string]string{"Sec-Fetch-Site": "cross-site"}},
+		{"foreign origin", c, tok, map[string]string{"Origin": "https://evil.example"}},
+	}
+	for _, tc := range refused {
+		form := url.Values{}
+		if tc.token != "" {
+			form.Set("csrf", tc.token)
+		}
+		if resp := e.post(tc.client, "/timers/"+ids[0]+"/cancel", form, tc.hdr); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("cancel, %s: got %d, want 403", tc.name, resp.StatusCode)
+		}
+	}
+	if got := e.apiTimers(); len(got) != 1 {
+		t.Errorf("after refused cancels: got %d timers, want the one still pending", len(got))
+	}
+	// The JSON API's cancel refuses browsers from elsewhere too.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v1/timers/"+ids[0]+"/cancel", nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-site API cancel: got %d, want 403", resp.StatusCode)
+	}
+}
+
+// TestTimersNeedAuth: with admin auth on, the timers page, its API and
+// the cancel form answer 401 without credentials.
+func TestTimersNeedAuth(t *testing.T) {
+	e := newUIEnv(t, uiOptions{auth: &Auth{Token: "tok-123456"}})
+	for _, p := range []string{"/timers", "/api/v1/timers", "/api/v1/digests", "/%74imers"} {
+		resp, err := http.Get(e.srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without credentials: got %d, want 401", p, resp.StatusCode)
+		}
+	}
+	for _, p := range []string{"/timers/x/cancel", "/api/v1/timers/x/cancel"} {
+		resp, err := http.Post(e.srv.URL+p, "application/x-www-form-urlencoded", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST %s without credentials: got %d, want 401", p, resp.StatusCode)
+		}
+	}
+}
