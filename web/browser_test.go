@@ -328,6 +328,50 @@ func TestBrowser(t *testing.T) {
 	}
 }
 
+// TestBrowserTimers drives the rules-over-time pages: pending timers and
+// open digests, Cancel, and a sequence in the playground.
+func TestBrowserTimers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test in -short mode")
+	}
+	uiBrowserPath(t)
+	e := timerEnv(t)
+	e.send(uiUrgentPayload)
+	e.send(uiLowPayload)
+	b := newUIBrowser(t, e.srv.URL)
+
+	b.open("/")
+	b.follow(`nav a[href="/timers"]`)
+	if got := b.text("#timers + .table-wrap"); !strings.Contains(got, "stuck-urgent") || !strings.Contains(got, "act-1") {
+		t.Errorf("got timers %q, want stuck-urgent for act-1", got)
+	}
+	if got := b.text("#digests + .table-wrap"); !strings.Contains(got, "new-low") || !strings.Contains(got, "Hall") {
+		t.Errorf("got digests %q, want new-low for Hall", got)
+	}
+	b.screenshot("timers")
+	b.follow(`#timers + .table-wrap form[action$="/cancel"] button`)
+	if got := b.text(".flash"); !strings.Contains(got, "Cancelled the timer of stuck-urgent for act-1") {
+		t.Errorf("got flash %q after Cancel", got)
+	}
+	if ids := e.apiTimers(); len(ids) != 0 {
+		t.Errorf("got %d timers after Cancel, want 0", len(ids))
+	}
+
+	b.open("/playground")
+	seq := "- event: { type: action_created, action: { id: act-5, priority: Urgent, status: Open } }\n- advance: 4h\n"
+	b.do("type a sequence", chromedp.SetValue(chromedp.CSS("#pg-seq"), seq))
+	b.follow(`form[action="/playground#sequence"] button[type="submit"]`)
+	if got := b.text("#sequence"); !strings.Contains(got, "timer of stuck-urgent fired for act-5") {
+		t.Errorf("got sequence result %q, want the timer fired", got)
+	}
+	b.screenshot("playground-sequence")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.problems {
+		t.Errorf("console: %s", p)
+	}
+}
+
 // uiWaitIdle waits until the runner has nothing queued, running or
 // retrying.
 func uiWaitIdle(t *testing.T, e *uiEnv) {
