@@ -9,7 +9,7 @@ DATA     ?= data
 DEV_SECRET ?= dev-signing-secret-change-me
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: run build test bench lint fuzz soak vulncheck clean
+.PHONY: run build test bench bench-ui lint fuzz soak vulncheck clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/alorules

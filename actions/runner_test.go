@@ -590,6 +590,33 @@ func TestNoSecretLeaks(t *testing.T) {
 				return Request{Kind: KindALO, Conn: aloConn(base), Spec: &ALO{Connection: "a", PostMessage: &ALOMessage{ChannelID: "c", Content: ruleSecret}}}
 			},
 			secrets: []string{"alo-key-secret-123", ruleSecret},
+		},		{
+			name: "alo direct message",
+			handler: func(w http.ResponseWriter, r *http.Request, n int) {
+				w.WriteHeader(403)
+				fmt.Fprintf(w, `{"status":403,"message":"key %s cannot post"}`, r.Header.Get("Authorization"))
+			},
+			build: func(base string) Request {
+				return Request{Kind: KindALO, Conn: aloConn(base), Spec: &ALO{Connection: "a", PostDirectMessage: &ALOMessage{ChannelID: "dm", Content: ruleSecret}}}
+			},
+			secrets: []string{"alo-key-secret-123", ruleSecret},
+		},
+		{
+			name:    "alo request",
+			handler: echo(422),
+			build: func(base string) Request {
+				return Request{Kind: KindALO, Conn: aloConn(base), Spec: &ALO{Connection: "a",
+					Request: &ALORequest{Method: "PATCH", Path: "/actions/" + ruleSecret, Query: map[string]string{"k": ruleSecret}, JSON: map[string]any{"note": ruleSecret}}}}
+			},
+			secrets: []string{"alo-key-secret-123", ruleSecret},
+		},
+		{
+			name:   "alo down",
+			closed: true,
+			build: func(base string) Request {
+				return Request{Kind: KindALO, Conn: aloConn(base), Spec: &ALO{Connection: "a", Request: &ALORequest{Path: "/users/" + ruleSecret}}}
+			},
+			secrets: []string{ruleSecret},
 		},
 	}
 	for _, tt := range tests {

@@ -437,6 +437,8 @@ func checkMetricFamilies(t *testing.T, text string) {
 		`alorules_rules_last_reload_success 1`,
 		`alorules_rules_last_reload_timestamp_seconds `,
 		`alorules_rules_last_reload_duration_seconds `,
+		`alorules_timers_pending 0`,
+		`alorules_digests_open 0`,
 		`go_goroutines `,
 		`process_resident_memory_bytes `,
 	} {
