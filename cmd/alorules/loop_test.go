@@ -72,4 +72,7 @@ rules:
 			t.Errorf("dashboard lacks %q", want)
 		}
 	}
+	if m := metricsText(t, app.admin, nil); !strings.Contains(m, `alorules_rule_outcomes_total{outcome="loop_suspected",rule="echo-comment"} 3`) {
+		t.Errorf("/metrics lacks 3 loop_suspected outcomes of echo-comment")
+	}
 }
