@@ -75,19 +75,21 @@ func (s *Server) ingest(c echo.Context) error {
 		Handshake:     alo.IsHandshake(env.Type),
 	}
 
-	var keys []store.DedupeKey
-	if !ev.Handshake {
-		keys = s.dedupeKeys(ts, body)
-	}
-	id, dup, err := s.cfg.Store.SaveEvent(req.Context(), ev, keys)
+	id, dup, err := s.cfg.Store.SaveEvent(req.Context(), ev, s.dedupeKeys(ts, body, ev.Handshake))
 	if err != nil {
 		outcome = "unavailable"
 		s.log.Error("store event", "err", err, "type", evType)
 		return s.reject(c, http.StatusServiceUnavailable, "store", "event could not be stored; retry later")
 	}
 	if ev.Handshake {
+		// A repeated handshake gets the very same answer as the first:
+		// ALO may retry one it did not hear back from, and it checks
+		// the challenge, not an id. Only the record is not written twice.
 		outcome = "handshake"
-		s.log.Info("answered url verification", "event_id", id)
+		if dup {
+			outcome = "duplicate"
+		}
+		s.log.Info("answered url verification", "event_id", id, "duplicate", dup)
 		return c.JSON(http.StatusOK, map[string]string{"challenge": env.Challenge})
 	}
 	if dup {
@@ -109,12 +111,13 @@ func (s *Server) ingest(c echo.Context) error {
 //
 // A configured dedupe key that cannot be computed for a body (a field it
 // reads is missing) falls back to the body's hash: an event is never
-// refused for what the dedupe expression expected of it.
-func (s *Server) dedupeKeys(ts string, body []byte) []store.DedupeKey {
+// refused for what the dedupe expression expected of it. A handshake always
+// uses the body's hash: the expression is written for action events.
+func (s *Server) dedupeKeys(ts string, body []byte, handshake bool) []store.DedupeKey {
 	sum := sha256.Sum256(body)
 	digest := hex.EncodeToString(sum[:])
 	keys := []store.DedupeKey{{Key: "req:" + ts + ":" + digest, TTL: 2 * s.cfg.Verifier.Tolerance}}
-	if s.cfg.DedupeKey != nil {
+	if s.cfg.DedupeKey != nil && !handshake {
 		k, err := s.cfg.DedupeKey(body)
 		if err == nil && k != "" {
 			return append(keys, store.DedupeKey{Key: "key:" + k, TTL: s.cfg.DedupeWindow})
