@@ -29,7 +29,9 @@ type ingressEnv struct {
 	now   time.Time
 }
 
-func newIngressEnv(t *testing.T) *ingressEnv {
+// newIngressEnv serves the ingress on a real store; opts change the
+// server's configuration before it is built.
+func newIngressEnv(t *testing.T, opts ...func(*Config)) *ingressEnv {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "alorules.db"), store.Options{})
 	if err != nil {
@@ -37,12 +39,16 @@ func newIngressEnv(t *testing.T) *ingressEnv {
 	}
 	t.Cleanup(func() { st.Close() })
 	env := &ingressEnv{t: t, store: st, now: time.Now()}
-	srv, err := New(Config{
+	cfg := Config{
 		Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Verifier: &alo.Verifier{Secrets: []string{"old-secret", testSecret}},
 		MaxBody:  4096,
 		Store:    st,
-	}, nil)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +245,44 @@ func TestIngressDuplicatesAndReplays(t *testing.T) {
 	}
 	if evs[0].Headers[alo.HeaderSignature] != alorules.Redacted {
 		t.Errorf("got signature header %q stored, want it redacted", evs[0].Headers[alo.HeaderSignature])
+	}
+}
+
+// TestIngressReplayOutlivesDedupeWindow catches a replay that only the
+// request key can catch: the body's dedupe record has already expired (a
+// window shorter than the timestamp tolerance), yet the same signed request
+// is still inside the tolerance and must not be accepted again.
+func TestIngressReplayOutlivesDedupeWindow(t *testing.T) {
+	env := newIngressEnv(t, func(c *Config) { c.DedupeWindow = time.Nanosecond })
+	body := []byte(`{"type":"action_updated","action":{"id":"a7"}}`)
+	ts := time.Now()
+	code, first := env.post(body, testSecret, ts)
+	if code != 200 || first["id"] == nil {
+		t.Fatalf("first delivery: got %d %v, want 200 with an id", code, first)
+	}
+	// In order: the redelivery proves the body record has expired, so the
+	// replays after it are caught by the request key alone.
+	steps := []struct {
+		name    string
+		at      time.Time
+		wantDup bool
+	}{
+		{"redelivery after the window", ts.Add(time.Second), false},
+		{"replay", ts, true},
+		{"replay again", ts, true},
+	}
+	for _, st := range steps {
+		code, out := env.post(body, testSecret, st.at)
+		if got := out["duplicate"] == true; code != 200 || got != st.wantDup {
+			t.Fatalf("%s: got %d %v, want 200 with duplicate=%v", st.name, code, out, st.wantDup)
+		}
+		if st.wantDup && out["id"] != first["id"] {
+			t.Errorf("%s: got id %v, want the original %v", st.name, out["id"], first["id"])
+		}
+	}
+	evs, _, _ := env.store.Events(context.Background(), store.EventFilter{})
+	if len(evs) != 2 {
+		t.Errorf("got %d stored events, want 2 (the first and the redelivery)", len(evs))
 	}
 }
 
