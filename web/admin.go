@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -415,7 +418,10 @@ func (a *Admin) getRules(c echo.Context) error {
 // RulesTestRequest is the body of POST /api/v1/rules/test: a candidate
 // rules file, and either an event body or stored event ids.
 type RulesTestRequest struct {
-	Rules    string          `json:"rules"`
+	Rules string `json:"rules"`
+	// File is the candidate's file name, for issues to point at: only its
+	// base name is used, and "candidate.yaml" when it is empty.
+	File     string          `json:"file,omitempty"`
 	Event    json.RawMessage `json:"event,omitempty"`
 	EventIDs []string        `json:"event_ids,omitempty"`
 }
@@ -436,7 +442,7 @@ func (a *Admin) TestRules(ctx context.Context, req RulesTestRequest) (RulesTestR
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
-	rs, warns, err := engine.Parse("candidate.yaml", []byte(req.Rules), getenv)
+	rs, warns, err := engine.Parse(candidateName(req.File), []byte(req.Rules), getenv)
 	out.Warnings = warns
 	if err != nil {
 		var le *engine.LoadError
@@ -473,6 +479,33 @@ func (a *Admin) TestRules(ctx context.Context, req RulesTestRequest) (RulesTestR
 		out.Results = append(out.Results, engine.Test(rs, ev, a.now()))
 	}
 	return out, nil
+}
+
+// maxCandidateName caps the file name rules/test reports issues under.
+const maxCandidateName = 128
+
+// candidateName is the name issues of candidate rules are reported under:
+// the base name the client sent, so that they point at the user's file.
+// Directories are dropped (the client's layout means nothing here), and so
+// are unprintable runes, so that a name cannot forge a line of output; a
+// name with nothing left is "candidate.yaml".
+func candidateName(name string) string {
+	name = strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return -1
+		}
+		return r
+	}, name)
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	if r := []rune(name); len(r) > maxCandidateName {
+		name = string(r[:maxCandidateName])
+	}
+	if name == "" || name == "." || name == ".." {
+		return "candidate.yaml"
+	}
+	return name
 }
 
 func (a *Admin) testRules(c echo.Context) error {

@@ -53,7 +53,9 @@ func TestTestAgainstServer(t *testing.T) {
 	app := startApp(t, e2eRules, map[string]string{"SLACK_URL": "http://127.0.0.1:9/unused"})
 	app.send(t, `{"type":"action_created","action":{"id":"c1","priority":"Low"}}`)
 	app.send(t, `{"type":"action_updated","action":{"id":"c1","priority":"Low"}}`)
-	candidate := filepath.Join(t.TempDir(), "candidate.yaml")
+	// Not candidate.yaml: that is the name the server falls back to, and
+	// the errors below must name the user's file.
+	candidate := filepath.Join(t.TempDir(), "my-rules.yaml")
 	os.WriteFile(candidate, []byte(`version: 1
 rules:
   - name: low-priority
@@ -91,7 +93,7 @@ rules:
 	os.WriteFile(candidate, []byte("version: 1\nrules:\n  - name: x\n    if: event.(\n"), 0o600)
 	out.Reset()
 	code = run([]string{"test", "--rules", candidate, "--server", "http://" + app.admin}, nil, &out, &errb, func(string) string { return "" })
-	if code != 1 || !strings.Contains(out.String(), "candidate.yaml:4:") {
-		t.Errorf("got exit %d and %q, want exit 1 with the error's line", code, out.String())
+	if code != 1 || !strings.HasPrefix(out.String(), "my-rules.yaml:4:") {
+		t.Errorf("got exit %d and %q, want exit 1 with the error's file and line", code, out.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -133,7 +134,8 @@ func cmdTest(ctx context.Context, args []string, cio cmdIO) int {
 		if err != nil {
 			return cio.errorf("%v", err)
 		}
-		res, err := testAgainstServer(ctx, *server, string(src), *since, cio.getenv)
+		req := web.RulesTestRequest{Rules: string(src), File: filepath.Base(*rulesPath)}
+		res, err := testAgainstServer(ctx, *server, req, *since, cio.getenv)
 		if err != nil {
 			return cio.errorf("%v", err)
 		}
@@ -266,8 +268,8 @@ func (c *adminClient) authorize(req *http.Request) {
 }
 
 // testAgainstServer pages through the server's events newer than since and
-// has the server evaluate the candidate rules against them.
-func testAgainstServer(ctx context.Context, base, rules string, since time.Duration, getenv func(string) string) (web.RulesTestResponse, error) {
+// has the server evaluate the candidate rules of req against them.
+func testAgainstServer(ctx context.Context, base string, req web.RulesTestRequest, since time.Duration, getenv func(string) string) (web.RulesTestResponse, error) {
 	c := &adminClient{base: base, getenv: getenv, http: &http.Client{Timeout: 60 * time.Second}}
 	cutoff := time.Now().Add(-since)
 	var ids []string
@@ -310,7 +312,8 @@ func testAgainstServer(ctx context.Context, base, rules string, since time.Durat
 	for start := 0; start < len(ids); start += 500 {
 		end := min(start+500, len(ids))
 		var res web.RulesTestResponse
-		err := c.do(ctx, http.MethodPost, "/api/v1/rules/test", web.RulesTestRequest{Rules: rules, EventIDs: ids[start:end]}, &res)
+		req.EventIDs = ids[start:end]
+		err := c.do(ctx, http.MethodPost, "/api/v1/rules/test", req, &res)
 		if err != nil {
 			return all, err
 		}
