@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -167,12 +168,36 @@ func (a *Admin) EventDetail(ctx context.Context, id string) (*EventDetail, error
 	return d, nil
 }
 
+// eventDetailHead is an EventDetail without its payload: the outer field
+// hides the embedded event's, and omitempty drops it.
+type eventDetailHead struct {
+	*EventDetail
+	Payload *struct{} `json:"payload,omitempty"`
+}
+
+// getEvent answers with the payload exactly as received. encoding/json
+// would compact a RawMessage, so the rest of the detail is encoded alone
+// and the stored bytes (valid JSON: ingest checked them) are spliced in as
+// its last member.
 func (a *Admin) getEvent(c echo.Context) error {
 	d, err := a.EventDetail(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, d)
+	head, err := marshalJSON(eventDetailHead{EventDetail: d})
+	if err != nil {
+		return fmt.Errorf("encode event %s: %w", d.ID, err)
+	}
+	payload := []byte(d.Payload)
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	// head is a non-empty object ("id" is always there): reopen it.
+	out := bytes.TrimSuffix(bytes.TrimRight(head, "\n"), []byte("}"))
+	out = append(out, `,"payload":`...)
+	out = append(out, payload...)
+	out = append(out, "}\n"...)
+	return c.JSONBlob(http.StatusOK, out)
 }
 
 // Replay evaluates a stored event against the current rules again. A dry

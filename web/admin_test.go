@@ -74,3 +74,72 @@ func TestRulesTestNamesTheFile(t *testing.T) {
 		})
 	}
 }
+
+// TestEventPayloadVerbatim: GET /api/v1/events/{id} carries the payload
+// byte for byte: not compacted, markup not escaped, unicode and its
+// escapes as the sender wrote them.
+func TestEventPayloadVerbatim(t *testing.T) {
+	tests := []struct{ name, payload string }{
+		{"markup and ampersand", `{"type":"action_created","title":"<b>Freezer</b> & co","url":"a?b=1&c=2"}`},
+		{"whitespace", "{ \"type\" : \"action_updated\",\n\t\"action\": { \"id\" : \"a1\" ,\n  \"tags\": [ 1,  2 ] } }"},
+		{"unicode", `{"type":"action_created","city":"Zürich ☃ 東京","escaped":"\u00e9\u003c\/","emoji":"🧊"}`},
+		{"line separators", "{\"type\":\"action_created\",\"s\":\"a\u2028b\u2029c\"}"},
+		{"all of it", "{\"type\": \"action_status_changed\",\r\n \"note\": \"<i>done</i> &amp; \\u0026 ok\",  \"who\": \"Zoë\" }"},
+	}
+	e := newUIEnv(t, uiOptions{})
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := e.save(tc.payload, e.now)
+			code, body := e.get(nil, "/api/v1/events/"+ev.ID)
+			if code != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", code, body)
+			}
+			var got struct {
+				ID      string          `json:"id"`
+				Type    string          `json:"type"`
+				Payload json.RawMessage `json:"payload"`
+			}
+			if err := json.Unmarshal([]byte(body), &got); err != nil {
+				t.Fatalf("answer is not JSON: %v: %s", err, body)
+			}
+			if string(got.Payload) != tc.payload {
+				t.Errorf("got payload %q, want %q", got.Payload, tc.payload)
+			}
+			if got.ID != ev.ID || got.Type != ev.Type {
+				t.Errorf("got id %q type %q, want %q %q", got.ID, got.Type, ev.ID, ev.Type)
+			}
+		})
+	}
+}
+
+// TestAPIShowsMarkupUnescaped: other answers that carry payload text (here
+// a dry run rendering a step from it) leave markup as written too, and no
+// admin answer may be sniffed as HTML.
+func TestAPIShowsMarkupUnescaped(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	ev := e.save(uiXSSPayload, e.now)
+	tests := []struct{ name, method, path string }{
+		{"event", http.MethodGet, "/api/v1/events/" + ev.ID},
+		{"dry run", http.MethodPost, "/api/v1/events/" + ev.ID + "/replay?dry_run=true"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", resp.StatusCode, raw)
+			}
+			if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("got X-Content-Type-Options %q, want nosniff", got)
+			}
+			if !bytes.Contains(raw, []byte(uiXSSValue)) || bytes.Contains(raw, []byte(`\u003c`)) {
+				t.Errorf("got %s, want %s in it unescaped", raw, uiXSSValue)
+			}
+		})
+	}
+}

@@ -3,7 +3,9 @@
 package web
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,6 +100,8 @@ func New(cfg Config, reg Registerer) (*Server, error) {
 	s.public.GET("/healthz", healthz)
 
 	s.admin = newEcho(s.log)
+	s.admin.JSONSerializer = apiJSON{}
+	s.admin.Use(noSniff)
 	s.admin.GET("/healthz", healthz)
 	s.admin.GET("/readyz", s.readyz)
 	s.admin.Use(s.cfg.Auth.middleware())
@@ -165,6 +169,42 @@ func (s *Server) readyz(c echo.Context) error {
 		}
 	}
 	return c.String(http.StatusOK, "ready\n")
+}
+
+// apiJSON is the admin listener's JSON encoding. Unlike echo's default it
+// leaves <, > and & as they are instead of writing \u003c and the like:
+// the API shows payloads, conditions and templates as written, and its
+// answers are JSON, never HTML (noSniff keeps browsers to that).
+type apiJSON struct{ echo.DefaultJSONSerializer }
+
+// Serialize writes v as JSON without HTML escaping.
+func (apiJSON) Serialize(c echo.Context, v any, indent string) error {
+	enc := json.NewEncoder(c.Response())
+	enc.SetEscapeHTML(false)
+	if indent != "" {
+		enc.SetIndent("", indent)
+	}
+	return enc.Encode(v)
+}
+
+// marshalJSON is json.Marshal as apiJSON encodes, with the newline.
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// noSniff stops browsers from guessing that an admin answer holding
+// markup from a payload is HTML.
+func noSniff(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set("X-Content-Type-Options", "nosniff")
+		return next(c)
+	}
 }
 
 // newEcho builds an echo instance whose errors all become JSON in one place.
