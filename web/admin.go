@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"alorules"
+	"alorules/alo"
 	"alorules/engine"
 	"alorules/store"
 )
@@ -123,13 +124,18 @@ func queryLimit(c echo.Context) (int, error) {
 	return n, nil
 }
 
+// storedType is the type a filter looks events up by: they are stored
+// under the normalised type, so an alias (action_status_changed) would
+// otherwise find nothing. What the user typed is shown as typed.
+func storedType(t string) string { return alo.NormalizeType(t) }
+
 func (a *Admin) listEvents(c echo.Context) error {
 	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
 	evs, next, err := a.Store.Events(c.Request().Context(), store.EventFilter{
-		Type:      c.QueryParam("type"),
+		Type:      storedType(c.QueryParam("type")),
 		Before:    c.QueryParam("before"),
 		Limit:     limit,
 		Unmatched: c.QueryParam("unmatched") == "true",

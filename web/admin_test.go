@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCandidateName(t *testing.T) {
@@ -139,6 +140,45 @@ func TestAPIShowsMarkupUnescaped(t *testing.T) {
 			}
 			if !bytes.Contains(raw, []byte(uiXSSValue)) || bytes.Contains(raw, []byte(`\u003c`)) {
 				t.Errorf("got %s, want %s in it unescaped", raw, uiXSSValue)
+			}
+		})
+	}
+}
+
+// TestTypeFilterFoldsAliases: both spellings of the status change find
+// the same events in every list that filters by type, whichever spelling
+// ALO sent.
+func TestTypeFilterFoldsAliases(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	changed := e.save(`{"type":"action_status_changed","only_status":1}`, e.now.Add(-3*time.Minute))
+	updated := e.save(`{"type":"action_status_updated","only_status":2}`, e.now.Add(-2*time.Minute))
+	created := e.save(`{"type":"action_created","only_created":3}`, e.now.Add(-time.Minute))
+	status := []string{changed.ID, updated.ID}
+	tests := []struct {
+		name, path    string
+		want, notWant []string
+	}{
+		{"api alias", "/api/v1/events?type=action_status_changed", status, []string{created.ID}},
+		{"api canonical", "/api/v1/events?type=action_status_updated", status, []string{created.ID}},
+		{"events page alias", "/events?type=action_status_changed", status, []string{created.ID}},
+		{"fields page alias", "/events/fields?type=action_status_changed", []string{"only_status"}, []string{"only_created"}},
+		{"playground alias", "/playground?if=true&type=action_status_changed", status, []string{created.ID}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := e.get(nil, tc.path)
+			if code != http.StatusOK {
+				t.Fatalf("got %d, want 200: %s", code, body)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(body, s) {
+					t.Errorf("got no %s, want it listed", s)
+				}
+			}
+			for _, s := range tc.notWant {
+				if strings.Contains(body, s) {
+					t.Errorf("got %s, want it filtered out", s)
+				}
 			}
 		})
 	}

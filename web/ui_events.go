@@ -55,7 +55,7 @@ func (a *Admin) eventsPage(c echo.Context) error {
 		return a.render(c, he.Code, "events", "Events", "events", d)
 	}
 	before := c.QueryParam("before")
-	evs, next, err := a.Store.Events(ctx, store.EventFilter{Type: d.Type, Before: before, Limit: limit, Unmatched: d.Unmatched})
+	evs, next, err := a.Store.Events(ctx, store.EventFilter{Type: storedType(d.Type), Before: before, Limit: limit, Unmatched: d.Unmatched})
 	if err != nil {
 		return err
 	}
@@ -318,7 +318,7 @@ func (a *Admin) fieldsPage(c echo.Context) error {
 		}
 		d.N = n
 	}
-	evs, _, err := a.Store.Events(c.Request().Context(), store.EventFilter{Type: d.Type, Limit: d.N})
+	evs, _, err := a.Store.Events(c.Request().Context(), store.EventFilter{Type: storedType(d.Type), Limit: d.N})
 	if err != nil {
 		return err
 	}

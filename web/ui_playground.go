@@ -132,7 +132,7 @@ func (a *Admin) runPlayground(c echo.Context, d *playgroundData, src string, lin
 		}
 		evs = []*alorules.Event{ev}
 	} else {
-		list, _, err := a.Store.Events(ctx, store.EventFilter{Type: d.Type, Limit: d.N})
+		list, _, err := a.Store.Events(ctx, store.EventFilter{Type: storedType(d.Type), Limit: d.N})
 		if err != nil {
 			return err
 		}
