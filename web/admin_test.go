@@ -3,8 +3,10 @@ package web
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +184,105 @@ func TestTypeFilterFoldsAliases(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestListEventsPaging walks GET /api/v1/events by its next cursor, with
+// and without a type filter, and checks every page's ids in order.
+func TestListEventsPaging(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	// Oldest first: c1 u1 c2 c3 u2 c4 c5.
+	ids := map[string]string{}
+	for i, name := range []string{"c1", "u1", "c2", "c3", "u2", "c4", "c5"} {
+		typ := "action_created"
+		if name[0] == 'u' {
+			typ = "action_updated"
+		}
+		ev := e.save(`{"type":"`+typ+`","n":"`+name+`"}`, e.now.Add(time.Duration(i-10)*time.Minute))
+		ids[name] = ev.ID
+	}
+	tests := []struct {
+		name, query string
+		want        [][]string // pages, newest first
+	}{
+		{"all in one page", "", [][]string{{"c5", "c4", "u2", "c3", "c2", "u1", "c1"}}},
+		{"limit 3", "limit=3", [][]string{{"c5", "c4", "u2"}, {"c3", "c2", "u1"}, {"c1"}}},
+		{"limit 1 (lower bound)", "limit=1", [][]string{{"c5"}, {"c4"}, {"u2"}, {"c3"}, {"c2"}, {"u1"}, {"c1"}}},
+		{"limit 500 (upper bound)", "limit=500", [][]string{{"c5", "c4", "u2", "c3", "c2", "u1", "c1"}}},
+		{"type with limit 2", "type=action_created&limit=2", [][]string{{"c5", "c4"}, {"c3", "c2"}, {"c1"}}},
+		{"type filling its last page exactly", "type=action_updated&limit=2", [][]string{{"u2", "u1"}}},
+		{"type with no events", "type=action_message_added", [][]string{{}}},
+		{"starting before an id", "before=" + ids["c3"] + "&limit=2", [][]string{{"c2", "u1"}, {"c1"}}},
+		{"type starting before an id", "type=action_created&before=" + ids["c4"], [][]string{{"c3", "c2", "c1"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [][]string
+			q := tc.query
+			for range 20 { // far more pages than any case has
+				page := e.eventsPage(t, q)
+				names := []string{}
+				for _, ev := range page.Events {
+					names = append(names, nameOf(ids, ev.ID))
+				}
+				got = append(got, names)
+				if page.Next == "" {
+					break
+				}
+				q = withBefore(tc.query, page.Next)
+			}
+			if g, w := fmt.Sprint(got), fmt.Sprint(tc.want); g != w {
+				t.Errorf("got pages %s, want %s", g, w)
+			}
+		})
+	}
+}
+
+func TestListEventsBadLimit(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	for _, limit := range []string{"0", "501", "-1", "ten", "2.5"} {
+		t.Run(limit, func(t *testing.T) {
+			code, body := e.get(nil, "/api/v1/events?limit="+limit)
+			if code != http.StatusBadRequest || !strings.Contains(body, "limit: want a whole number from 1 to 500") {
+				t.Errorf("got %d %s, want 400 naming the limit's range", code, body)
+			}
+		})
+	}
+}
+
+type eventsAnswer struct {
+	Events []struct {
+		ID string `json:"id"`
+	} `json:"events"`
+	Next string `json:"next"`
+}
+
+// eventsPage is one GET /api/v1/events?query, decoded.
+func (e *uiEnv) eventsPage(t *testing.T, query string) eventsAnswer {
+	t.Helper()
+	code, body := e.get(nil, "/api/v1/events?"+query)
+	if code != http.StatusOK {
+		t.Fatalf("GET ?%s: got %d %s, want 200", query, code, body)
+	}
+	var page eventsAnswer
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatalf("GET ?%s: %v: %s", query, err, body)
+	}
+	return page
+}
+
+// withBefore is query with its before cursor set to next.
+func withBefore(query, next string) string {
+	v, _ := url.ParseQuery(query)
+	v.Set("before", next)
+	return v.Encode()
+}
+
+// nameOf is the seed name of an event id, or the id itself if unknown.
+func nameOf(ids map[string]string, id string) string {
+	for name, v := range ids {
+		if v == id {
+			return name
+		}
+	}
+	return id
 }
