@@ -590,7 +590,7 @@ func TestNoSecretLeaks(t *testing.T) {
 				return Request{Kind: KindALO, Conn: aloConn(base), Spec: &ALO{Connection: "a", PostMessage: &ALOMessage{ChannelID: "c", Content: ruleSecret}}}
 			},
 			secrets: []string{"alo-key-secret-123", ruleSecret},
-		},		{
+		}, {
 			name: "alo direct message",
 			handler: func(w http.ResponseWriter, r *http.Request, n int) {
 				w.WriteHeader(403)
