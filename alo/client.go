@@ -74,9 +74,10 @@ type Message struct {
 }
 
 // ErrIncompleteBody is returned, with the Response as far as it was read,
-// when the API answered with a status but its body could not be read to
-// the end (a timeout, a dropped connection). With a 2xx status the request
-// was carried out: sending it again may repeat it.
+// when the API answered with a 2xx status but its body could not be read to
+// the end (a timeout, a dropped connection). The request was carried out:
+// sending it again may repeat it. Any other status is an *APIError whatever
+// became of its body (APIError.Incomplete says so).
 var ErrIncompleteBody = errors.New("response body incomplete")
 
 // Response is an answer from the API. Body holds at most MaxResponseBytes;
@@ -95,12 +96,14 @@ type Response struct {
 // object, Message is its "error" (or "message") string and Detail the whole
 // object; a body of any other shape becomes Message as capped plain text.
 // RetryAfter comes from the Retry-After header (seconds or an HTTP date), zero
-// when absent.
+// when absent. Incomplete says the body could not be read to the end (a
+// timeout, a dropped connection): Message and Detail come from the part read.
 type APIError struct {
 	StatusCode int
 	Message    string
 	Detail     map[string]any
 	RetryAfter time.Duration
+	Incomplete bool
 }
 
 // Error reads like "alo api: status 422: Invalid Channel User
@@ -119,6 +122,9 @@ func (e *APIError) Error() string {
 	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, ", retry after %s", e.RetryAfter)
+	}
+	if e.Incomplete {
+		b.WriteString(" (response body cut short)")
 	}
 	return b.String()
 }
@@ -179,9 +185,10 @@ func (c *Client) postMessage(ctx context.Context, collection, channelID string, 
 // body, when not nil, is sent as JSON: json.RawMessage and []byte are sent as
 // they are (they must be valid JSON), anything else is marshalled.
 //
-// On a 2xx answer Do returns the Response. On any other status it returns the
-// Response and an *APIError, so callers can both inspect the error and keep
-// the body. Transport errors are wrapped and unwrap to the context's error on
+// On a 2xx answer Do returns the Response, with ErrIncompleteBody if its body
+// was cut short. On any other status it returns the Response and an
+// *APIError, so callers can both inspect the error and keep the body; the
+// status decides, not whether the body arrived whole. Transport errors are wrapped and unwrap to the context's error on
 // cancellation.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body any) (*Response, error) {
 	u, err := c.endpoint(path, query)
@@ -229,19 +236,25 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return nil, fmt.Errorf("alo api: %w", err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	data, readErr := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	r := &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: data}
-	if err != nil {
-		// The status line arrived, so the request was carried out as
-		// far as it says; the caller decides what a cut body means.
-		r.Truncated = true
-		return r, fmt.Errorf("alo api: %s %s: read response: %w: %w", method, u.Path, ErrIncompleteBody, err)
-	}
 	if len(data) > MaxResponseBytes {
 		r.Body, r.Truncated = data[:MaxResponseBytes], true
 	}
+	if readErr != nil {
+		r.Truncated = true
+	}
+	// The status decides first: a refusal stays a refusal (and a 503 a
+	// 503) however much of its body arrived.
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return r, c.apiError(r, time.Now())
+		e := c.apiError(r, time.Now())
+		e.Incomplete = readErr != nil
+		return r, e
+	}
+	if readErr != nil {
+		// The status line arrived, so the request was carried out as
+		// far as it says; the caller decides what a cut body means.
+		return r, fmt.Errorf("alo api: %s %s: read response: %w: %w", method, u.Path, ErrIncompleteBody, readErr)
 	}
 	return r, nil
 }

@@ -599,6 +599,49 @@ func TestKeyNeverInErrors(t *testing.T) {
 	}
 }
 
+// TestCutBody: an answer whose body stops halfway (the server stalls past
+// the caller's deadline) is judged by its status first. A 2xx was carried
+// out and comes back with ErrIncompleteBody; any other status is the
+// *APIError it would have been with its whole body, marked Incomplete.
+func TestCutBody(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	const part = `{"status":4`
+	for _, status := range []int{200, 201, 400, 401, 404, 408, 422, 429, 500, 503} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			f := newFakeALO(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				io.WriteString(w, part)
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			resp, err := f.client().PostMessage(ctx, "c1", alo.Message{Content: "x"})
+			if resp == nil || resp.StatusCode != status || string(resp.Body) != part || !resp.Truncated {
+				t.Fatalf("got response %+v, want status %d with the part read, truncated", resp, status)
+			}
+			var ae *alo.APIError
+			if status/100 == 2 {
+				if !errors.Is(err, alo.ErrIncompleteBody) || errors.As(err, &ae) {
+					t.Errorf("got %v, want ErrIncompleteBody", err)
+				}
+				return
+			}
+			if !errors.As(err, &ae) || errors.Is(err, alo.ErrIncompleteBody) {
+				t.Fatalf("got %T %v, want *alo.APIError and not ErrIncompleteBody", err, err)
+			}
+			if ae.StatusCode != status || !ae.Incomplete || !strings.HasSuffix(ae.Error(), "(response body cut short)") {
+				t.Errorf("got %q (status %d, incomplete %v), want status %d, incomplete", ae, ae.StatusCode, ae.Incomplete, status)
+			}
+		})
+	}
+}
+
 func TestContextCancel(t *testing.T) {
 	f := newFakeALO(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
