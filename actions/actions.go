@@ -318,6 +318,7 @@ type recorder struct {
 	code   int
 	header http.Header
 	body   *cappedBuffer
+	cut    *teeBody
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -332,21 +333,23 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	buf := &cappedBuffer{}
+	tee := &teeBody{ReadCloser: resp.Body, w: buf}
 	r.mu.Lock()
-	r.code, r.header, r.body = resp.StatusCode, resp.Header, buf
+	r.code, r.header, r.body, r.cut = resp.StatusCode, resp.Header, buf, tee
 	r.mu.Unlock()
-	resp.Body = &teeBody{ReadCloser: resp.Body, w: buf}
+	resp.Body = tee
 	return resp, nil
 }
 
-// last returns the last response seen; code 0 if none.
-func (r *recorder) last() (code int, h http.Header, body []byte, truncated bool) {
+// last returns the last response seen; code 0 if none. cut says reading
+// its body failed before the end (a timeout, a dropped connection).
+func (r *recorder) last() (code int, h http.Header, body []byte, truncated, cut bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.body == nil {
-		return r.code, r.header, nil, false
+		return r.code, r.header, nil, false, false
 	}
-	return r.code, r.header, r.body.Bytes(), r.body.truncated
+	return r.code, r.header, r.body.Bytes(), r.body.truncated, r.cut.failed()
 }
 
 type cappedBuffer struct {
@@ -363,9 +366,14 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 	return c.Buffer.Write(p)
 }
 
+// teeBody copies what is read of a response body to w and remembers
+// whether a read failed with anything but io.EOF.
 type teeBody struct {
 	io.ReadCloser
 	w io.Writer
+
+	mu  sync.Mutex
+	err error
 }
 
 func (t *teeBody) Read(p []byte) (int, error) {
@@ -373,5 +381,18 @@ func (t *teeBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		t.w.Write(p[:n])
 	}
+	if err != nil && err != io.EOF {
+		t.mu.Lock()
+		if t.err == nil {
+			t.err = err
+		}
+		t.mu.Unlock()
+	}
 	return n, err
+}
+
+func (t *teeBody) failed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err != nil
 }

@@ -12,9 +12,23 @@ import (
 	"github.com/slack-go/slack"
 )
 
-// slackRateLimited are the error codes Slack uses, in an ok:false body,
-// for "slow down"; they are retried like a 429.
-var slackRateLimited = map[string]bool{"ratelimited": true, "rate_limited": true}
+// slackTemporary are the error codes of an ok:false body that say "not
+// now" rather than "never": "slow down" (retried like a 429) and Slack's
+// own failures, which its docs call transient (internal_error,
+// service_unavailable) or which mean the request did not arrive whole
+// (request_timeout: the POST data was missing or truncated). Slack says an
+// internal_error or fatal_error may have done part of the work, so a retry
+// can post twice; steps are at least once, and a page that arrives twice
+// beats one that never arrives. Every other code (channel_not_found,
+// invalid_auth, not_in_channel, msg_too_long, ...) fails at once.
+var slackTemporary = map[string]bool{
+	"ratelimited":         true,
+	"rate_limited":        true,
+	"internal_error":      true,
+	"fatal_error":         true,
+	"service_unavailable": true,
+	"request_timeout":     true,
+}
 
 // doSlack posts a slack step through an incoming webhook or, with a bot
 // token, chat.postMessage. The requests go through slack-go with our
@@ -74,10 +88,10 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 		_, _, err = slack.New(conn.Slack.Token.Reveal(), opts...).PostMessageContext(ctx, channel, msgOpts...)
 	}
 
-	code, header, body, truncated := rec.last()
-	res := Result{Code: code, Body: body, JSON: decodeJSON(body, truncated)}
+	code, header, body, truncated, cut := rec.last()
+	res := Result{Code: code, Body: body, JSON: decodeJSON(body, truncated || cut)}
 	if err != nil {
-		if se := slackError(ctx, timeout, err, code, header, body, env.now()); se != nil {
+		if se := slackError(ctx, timeout, err, code, header, body, cut, env.now()); se != nil {
 			return res, se
 		}
 	}
@@ -85,10 +99,10 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 }
 
 // slackError turns what slack-go returned into a StepError, or nil if it
-// was no failure after all. slack-go's
-// messages may name the webhook URL, so only the parts we understand are
-// kept; Do redacts the rest.
-func slackError(ctx context.Context, timeout time.Duration, err error, code int, h http.Header, body []byte, now time.Time) *StepError {
+// was no failure after all. cut says the response body could not be read
+// to the end. slack-go's messages may name the webhook URL, so only the
+// parts we understand are kept; Do redacts the rest.
+func slackError(ctx context.Context, timeout time.Duration, err error, code int, h http.Header, body []byte, cut bool, now time.Time) *StepError {
 	var (
 		rl  *slack.RateLimitedError
 		api slack.SlackErrorResponse
@@ -100,7 +114,7 @@ func slackError(ctx context.Context, timeout time.Duration, err error, code int,
 			Err: fmt.Errorf("slack: rate limited, retry after %s", rl.RetryAfter)}
 	case errors.As(err, &api):
 		se := &StepError{Err: fmt.Errorf("slack: %s", api.Err)}
-		if slackRateLimited[api.Err] || (code != 0 && RetryableStatus(code)) {
+		if slackTemporary[api.Err] || (code != 0 && RetryableStatus(code)) {
 			se.Retryable = true
 			se.RetryAfter = ParseRetryAfter(h.Get("Retry-After"), now)
 		}
@@ -115,8 +129,15 @@ func slackError(ctx context.Context, timeout time.Duration, err error, code int,
 		// slack-go gave up on the response itself, e.g. a Retry-After
 		// date it could not parse: judge the status we saw.
 		return statusError(code, h, now, fmt.Errorf("slack: %s", slackStatusText(code, body)))
+	case code == http.StatusOK && cut:
+		// Slack answered 200 and the body stopped short (a stall past
+		// the timeout, a dropped connection): the message was posted,
+		// as with an http or alo step, and posting it again would show
+		// it twice.
+		return nil
 	case code == http.StatusOK:
-		// Slack answered 200 but slack-go could not read the body.
+		// Slack answered 200 with a whole body slack-go could not read:
+		// nobody knows whether it posted, so it is not sent again.
 		return permanent(fmt.Errorf("slack: bad response: %w", unwrapURLError(err)))
 	}
 	se := sendError(ctx, timeout, err)
