@@ -216,7 +216,8 @@ func (s Secret) Reveal() string { return string(s) }
 // Redactor replaces known secret values in text with <secret>.
 // The zero value redacts nothing.
 type Redactor struct {
-	r *strings.Replacer
+	r     *strings.Replacer
+	forms []string // every spelling looked for, longest first
 }
 
 // NewRedactor builds a redactor for the given secret values. Values shorter
@@ -244,7 +245,7 @@ func NewRedactor(secrets ...string) Redactor {
 	}
 	// Longest first, so a secret that contains another is replaced whole.
 	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
-	var pairs []string
+	var pairs, unique []string
 	seen := map[string]bool{}
 	for _, f := range forms {
 		if seen[f] {
@@ -252,11 +253,33 @@ func NewRedactor(secrets ...string) Redactor {
 		}
 		seen[f] = true
 		pairs = append(pairs, f, Redacted)
+		unique = append(unique, f)
 	}
 	if len(pairs) == 0 {
 		return Redactor{}
 	}
-	return Redactor{r: strings.NewReplacer(pairs...)}
+	return Redactor{r: strings.NewReplacer(pairs...), forms: unique}
+}
+
+// PartialEnd returns where a secret that s was cut in the middle of begins:
+// the start of the longest end of s that is the beginning of a secret, in
+// any spelling String looks for. It returns len(s) when s ends in no part
+// of a secret. String cannot recognise half a secret, so a text that was
+// cut (a response body kept up to a limit, or that stopped arriving) is
+// cut again here before it is shown. Only a cut text needs it: a whole one
+// that ends in text which happens to begin a secret shows no secret.
+func (r Redactor) PartialEnd(s string) int {
+	end := len(s)
+	for _, f := range r.forms {
+		// Only a proper prefix: a whole secret is String's to replace.
+		for i := max(len(s)-len(f)+1, 0); i < end; i++ {
+			if strings.HasPrefix(f, s[i:]) {
+				end = i
+				break
+			}
+		}
+	}
+	return end
 }
 
 // String returns s with every known secret replaced.

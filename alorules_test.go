@@ -62,6 +62,35 @@ func TestRedactor(t *testing.T) {
 	}
 }
 
+func TestRedactorPartialEnd(t *testing.T) {
+	tests := []struct {
+		name    string
+		secrets []string
+		in      string
+		want    string // in[:PartialEnd(in)]
+	}{
+		{"no secrets", nil, "abc xoxb-12", "abc xoxb-12"},
+		{"no part at the end", []string{"xoxb-1234"}, "abc xoxb-1234 done", "abc xoxb-1234 done"},
+		{"half a secret", []string{"xoxb-1234"}, "abc xoxb-12", "abc "},
+		{"one character", []string{"xoxb-1234"}, "abc x", "abc "},
+		{"whole secret left to String", []string{"xoxb-1234"}, "abc xoxb-1234", "abc xoxb-1234"},
+		{"whole secret then a part", []string{"xoxb-1234"}, "xoxb-1234xoxb", "xoxb-1234"},
+		{"longest part wins", []string{"abab-secret"}, "zzabab", "zz"},
+		{"of either secret", []string{"first-secret", "second-secret"}, "a sec", "a "},
+		{"json-escaped spelling", []string{"a/b-secret"}, `{"k":"a\/b-se`, `{"k":"`},
+		{"url-encoded spelling", []string{"a b&secret"}, "q=a+b%26sec", "q="},
+		{"short values ignored", []string{"ab"}, "xa", "xa"},
+		{"empty text", []string{"xoxb-1234"}, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.in[:NewRedactor(tc.secrets...).PartialEnd(tc.in)]; got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestStatusFinal(t *testing.T) {
 	for s, want := range map[Status]bool{StatusQueued: false, StatusRunning: false, StatusRetrying: false, StatusSucceeded: true, StatusFailed: true} {
 		if s.Final() != want {

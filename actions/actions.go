@@ -21,6 +21,11 @@ import (
 // with every execution.
 const MaxBody = 64 << 10
 
+// readLimit is how much of a response body a step reads: a little more
+// than it keeps, so that a secret echoed across the MaxBody mark is read
+// whole and replaced before the body is cut (keepBody).
+const readLimit = MaxBody + 4<<10
+
 // DefaultTimeout bounds one attempt of a step when neither the step nor
 // the execution sets a timeout.
 const DefaultTimeout = 10 * time.Second
@@ -30,7 +35,8 @@ const DefaultTimeout = 10 * time.Second
 // records its status code and body.
 type Result struct {
 	Code int
-	// Body is the response body, at most MaxBody bytes.
+	// Body is the response body, at most MaxBody bytes, with the
+	// request's secrets replaced by <secret>.
 	Body []byte
 	// JSON is Body decoded, when Body is complete, valid JSON.
 	JSON any
@@ -191,6 +197,31 @@ func redactValue(v any, redact func(string) string) any {
 // (webhook URL, token, API key, credential-like headers) even if the
 // renderer did not list them.
 func redactorFor(req Request) func(string) string {
+	return secretsFor(req).String
+}
+
+// secrets are the redactors for everything one request may carry.
+type secrets []alorules.Redactor
+
+// String replaces every secret in s.
+func (sc secrets) String(s string) string {
+	for _, r := range sc {
+		s = r.String(s)
+	}
+	return s
+}
+
+// partialEnd is alorules.Redactor.PartialEnd over all of them.
+func (sc secrets) partialEnd(s string) int {
+	end := len(s)
+	for _, r := range sc {
+		end = min(end, r.PartialEnd(s))
+	}
+	return end
+}
+
+// secretsFor lists the redactors for req, as redactorFor describes.
+func secretsFor(req Request) secrets {
 	var extra []string
 	if c := req.Conn; c != nil {
 		extra = append(extra, c.Secrets...)
@@ -226,10 +257,7 @@ func redactorFor(req Request) func(string) string {
 	if req.Conn != nil {
 		conn = req.Conn.Redact
 	}
-	more := alorules.NewRedactor(extra...)
-	return func(s string) string {
-		return more.String(conn.String(req.Redact.String(s)))
-	}
+	return secrets{req.Redact, conn, alorules.NewRedactor(extra...)}
 }
 
 // urlSecrets returns the spellings of a secret URL that may show up in
@@ -283,14 +311,37 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// readBody reads at most MaxBody bytes of a response body and reports
-// whether there was more.
-func readBody(r io.Reader) (body []byte, truncated bool, err error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxBody+1))
-	if len(b) > MaxBody {
-		return b[:MaxBody], true, err
+// readBody reads at most readLimit bytes of a response body and reports
+// whether that is all of it: false if there was more, or if reading failed
+// (a timeout, a dropped connection).
+func readBody(r io.Reader) (raw []byte, whole bool) {
+	b, err := io.ReadAll(io.LimitReader(r, readLimit+1))
+	if len(b) > readLimit {
+		return b[:readLimit], false
 	}
-	return b, false, err
+	return b, err == nil
+}
+
+// keepBody turns a response body as read (at most readLimit bytes; whole if
+// that is all the target sent) into the part a step keeps: secrets
+// replaced first, then cut to MaxBody. Cutting first would leave the
+// beginning of a secret that crosses the mark, which no redactor knows.
+// truncated says the result is not the whole body.
+func keepBody(sc secrets, raw []byte, whole bool) (body []byte, truncated bool) {
+	s := string(raw)
+	if !whole {
+		// The text stops here, maybe in the middle of a secret (one
+		// longer than the margin past MaxBody, or a body that stopped
+		// arriving); String cannot recognise that part, so it goes.
+		s = s[:sc.partialEnd(s)]
+	}
+	s = sc.String(s)
+	if len(s) > MaxBody {
+		// No secret is left whole, and no part of one at the end: the
+		// cut cannot make one.
+		return []byte(s[:MaxBody]), true
+	}
+	return []byte(s), !whole
 }
 
 // decodeJSON returns body decoded, or nil if it is not complete JSON.
@@ -308,8 +359,8 @@ func decodeJSON(body []byte, truncated bool) any {
 
 // recorder is a RoundTripper for steps sent through third-party clients
 // (slack-go, the ALO client): it adds our headers to every request and keeps
-// the last response's status, headers and first MaxBody bytes, which those
-// clients do not always return.
+// the last response's status, headers and first readLimit bytes, which
+// those clients do not always return.
 type recorder struct {
 	next    http.RoundTripper
 	headers map[string]string // set when the client did not set them
@@ -358,7 +409,7 @@ type cappedBuffer struct {
 }
 
 func (c *cappedBuffer) Write(p []byte) (int, error) {
-	if room := MaxBody - c.Len(); len(p) > room {
+	if room := readLimit - c.Len(); len(p) > room {
 		c.truncated = true
 		c.Buffer.Write(p[:max(room, 0)])
 		return len(p), nil

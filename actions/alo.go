@@ -63,10 +63,11 @@ func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, e
 
 	var res Result
 	if resp != nil {
-		body, truncated := resp.Body, resp.Truncated
-		if len(body) > MaxBody {
-			body, truncated = body[:MaxBody], true
+		raw, whole := resp.Body, !resp.Truncated
+		if len(raw) > readLimit {
+			raw, whole = raw[:readLimit], false
 		}
+		body, truncated := keepBody(secretsFor(req), raw, whole)
 		res = Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
 	}
 	if err == nil || (errors.Is(err, alo.ErrIncompleteBody) && resp.StatusCode/100 == 2) {

@@ -34,12 +34,14 @@ func doHTTP(ctx context.Context, timeout time.Duration, req Request, spec *HTTP,
 	// A body cut short (a timeout, a dropped connection) is kept as far
 	// as it was read. After an expected status it is no error: the target
 	// has acted, and sending the step again could make it act twice.
-	body, truncated, err := readBody(resp.Body)
-	res := Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated || err != nil)}
+	raw, whole := readBody(resp.Body)
+	body, truncated := keepBody(secretsFor(req), raw, whole)
+	res := Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
 	if !expected(spec.Expect, resp.StatusCode) {
+		// The excerpt comes from the kept body: redacted before it is
+		// cut, so no secret is left half-shown.
 		return res, statusError(resp.StatusCode, resp.Header, env.now(),
-			// Redacted before it is cut, so no secret is left half-shown.
-			fmt.Errorf("http: unexpected status %s%s", resp.Status, excerpt([]byte(redactorFor(req)(string(body))))))
+			fmt.Errorf("http: unexpected status %s%s", resp.Status, excerpt(body)))
 	}
 	return res, nil
 }

@@ -88,8 +88,9 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 		_, _, err = slack.New(conn.Slack.Token.Reveal(), opts...).PostMessageContext(ctx, channel, msgOpts...)
 	}
 
-	code, header, body, truncated, cut := rec.last()
-	res := Result{Code: code, Body: body, JSON: decodeJSON(body, truncated || cut)}
+	code, header, raw, more, cut := rec.last()
+	body, truncated := keepBody(secretsFor(req), raw, !more && !cut)
+	res := Result{Code: code, Body: body, JSON: decodeJSON(body, truncated)}
 	if err != nil {
 		if se := slackError(ctx, timeout, err, code, header, body, cut, env.now()); se != nil {
 			return res, se
