@@ -91,7 +91,9 @@ type RunnerConfig struct {
 // An execution fails when a step without continue_on_error fails for good;
 // the steps after it are not run and stay queued. A step with
 // continue_on_error that fails is recorded as failed and the next steps
-// run; if they all succeed, the execution succeeds.
+// run; once they have, the execution is failed all the same, wherever that
+// step stands, so that it shows among the failures and Retry sends the
+// failed steps again (and only them).
 //
 // Run must be called once; Notify and Retry may be called at any time.
 type Runner struct {
@@ -411,7 +413,7 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) 
 			// bug upstream, which must not pass for success.
 			r.finish(ctx, log, ex, alorules.StatusFailed, "execution has no steps", -1)
 		} else {
-			r.finish(ctx, log, ex, alorules.StatusSucceeded, "", -1)
+			r.done(ctx, log, ex, -1)
 		}
 		return
 	}
@@ -436,7 +438,7 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) 
 		}
 		next := nextStep(ex, i+1)
 		if next < 0 {
-			r.finish(ctx, log, ex, alorules.StatusSucceeded, "", i)
+			r.done(ctx, log, ex, i)
 			return
 		}
 		// One write records this step's result and begins the next
@@ -445,6 +447,20 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) 
 		r.persist(ctx, log, ex, i)
 		i = next
 	}
+}
+
+// done ends an execution none of whose steps is left to run: succeeded if
+// every step succeeded, else failed with the first failed step's error (a
+// step with continue_on_error let the others run, but it did fail). step is
+// as for finish.
+func (r *Runner) done(ctx context.Context, log *slog.Logger, ex *alorules.Execution, step int) {
+	for _, st := range ex.Steps {
+		if st.Status == alorules.StatusFailed {
+			r.finish(ctx, log, ex, alorules.StatusFailed, "step "+stepLabel(st)+": "+st.Error, step)
+			return
+		}
+	}
+	r.finish(ctx, log, ex, alorules.StatusSucceeded, "", step)
 }
 
 // finish ends the execution with a final status; step is the step whose

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -199,38 +200,78 @@ func TestRunnerRunsStepsInOrder(t *testing.T) {
 	}
 }
 
+// TestRunnerContinueOnError: a failed step with continue_on_error lets the
+// next steps run, and the execution still ends failed, wherever the step
+// stands; a retry sends the failed step again and nothing else.
 func TestRunnerContinueOnError(t *testing.T) {
 	s, _ := newStore(t)
-	bad := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) { w.WriteHeader(400) })
+	var broken atomic.Bool
+	broken.Store(true)
+	bad := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		if broken.Load() {
+			w.WriteHeader(400)
+		}
+	})
 	good := newTarget(t, nil)
+	badStep := fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "bad"}, Conn: httpConn(bad.URL)})
+	goodStep := fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "good"}, Conn: httpConn(good.URL)})
 	rnd := &testRenderer{rules: map[string][]func(*alorules.Execution) (Request, error){
-		"r": {
-			fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "bad"}, Conn: httpConn(bad.URL)}),
-			fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "good"}, Conn: httpConn(good.URL)}),
-		},
+		"bad-first": {badStep, goodStep},
+		"bad-last":  {goodStep, badStep},
 	}}
+	const failure = "http: unexpected status 400 Bad Request"
 	tests := []struct {
-		name       string
-		coe        bool
-		wantStatus alorules.Status
-		wantSecond alorules.Status
-		wantErr    string
+		name      string
+		rule      string
+		coe       map[int]bool
+		wantSteps []alorules.Status
+		wantErr   string
 	}{
-		{"continue_on_error lets the next step run", true, alorules.StatusSucceeded, alorules.StatusSucceeded, ""},
-		{"a failed step stops the execution", false, alorules.StatusFailed, alorules.StatusQueued, "step 0: http: unexpected status 400 Bad Request"},
+		{"continue_on_error on the first step", "bad-first", map[int]bool{0: true},
+			[]alorules.Status{alorules.StatusFailed, alorules.StatusSucceeded}, "step 0: " + failure},
+		{"continue_on_error on the last step", "bad-last", map[int]bool{1: true},
+			[]alorules.Status{alorules.StatusSucceeded, alorules.StatusFailed}, "step 1: " + failure},
+		{"without continue_on_error", "bad-first", nil,
+			[]alorules.Status{alorules.StatusFailed, alorules.StatusQueued}, "step 0: " + failure},
 	}
 	r, _ := startRunner(t, RunnerConfig{Store: s, Renderer: rnd})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ex := newExecution("r", "ev-"+strconv.FormatBool(tt.coe), []string{KindHTTP, KindHTTP}, map[int]bool{0: tt.coe}, alorules.RetryPolicy{Attempts: 3}, time.Time{})
+			broken.Store(true)
+			ex := newExecution(tt.rule, "ev-"+tt.name, []string{KindHTTP, KindHTTP}, tt.coe, alorules.RetryPolicy{Attempts: 3}, time.Time{})
 			addExecutions(t, s, ex)
 			r.Notify() // as the engine does after storing executions
 			got := waitExecution(t, s, ex.ID, func(ex *alorules.Execution) bool { return ex.Status.Final() })
-			if got.Status != tt.wantStatus || got.Steps[1].Status != tt.wantSecond || got.Error != tt.wantErr {
-				t.Errorf("got %s (second step %s, error %q), want %s (%s, %q)", got.Status, got.Steps[1].Status, got.Error, tt.wantStatus, tt.wantSecond, tt.wantErr)
+			if got.Status != alorules.StatusFailed || got.Error != tt.wantErr {
+				t.Errorf("got %s with error %q, want failed with %q", got.Status, got.Error, tt.wantErr)
 			}
-			if st := got.Steps[0]; st.Status != alorules.StatusFailed || st.Attempts != 1 || st.Code != 400 {
-				t.Errorf("first step: got %s after %d attempts code %d, want failed after 1 with 400", st.Status, st.Attempts, st.Code)
+			for i, want := range tt.wantSteps {
+				if st := got.Steps[i]; st.Status != want {
+					t.Errorf("step %d: got %s, want %s", i, st.Status, want)
+				}
+			}
+			badIndex := slices.Index(tt.wantSteps, alorules.StatusFailed)
+			if st := got.Steps[badIndex]; st.Attempts != 1 || st.Code != 400 {
+				t.Errorf("failed step: got %d attempts code %d, want 1 attempt with 400", st.Attempts, st.Code)
+			}
+
+			// Retry sends the failed step again, not the ones that
+			// succeeded.
+			broken.Store(false)
+			badBefore, goodBefore := len(bad.requests()), len(good.requests())
+			if _, err := r.Retry(context.Background(), ex.ID); err != nil {
+				t.Fatalf("Retry: %v", err)
+			}
+			got = waitExecution(t, s, ex.ID, hasStatus(alorules.StatusSucceeded))
+			wantGood := 0
+			if tt.coe == nil {
+				wantGood = 1 // it never ran before
+			}
+			if b, g := len(bad.requests())-badBefore, len(good.requests())-goodBefore; b != 1 || g != wantGood {
+				t.Errorf("retry sent %d to the failed step's target and %d to the other, want 1 and %d", b, g, wantGood)
+			}
+			if got.Error != "" {
+				t.Errorf("got error %q after the retry, want none", got.Error)
 			}
 		})
 	}
