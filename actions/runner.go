@@ -108,6 +108,10 @@ type Runner struct {
 	// scheduler writes them when the store works again.
 	mu      sync.Mutex
 	unsaved map[string]*alorules.Execution
+
+	// backoff is how long scheduling pauses after the store failed to
+	// list or claim (storeBackoff; tests lengthen it to see a pause).
+	backoff time.Duration
 }
 
 // NewRunner returns a runner; call Run to start it.
@@ -134,6 +138,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 		env:     Env{Outbound: cfg.Outbound, UserAgent: cfg.UserAgent, Now: cfg.Now},
 		notify:  make(chan struct{}, 1),
 		unsaved: map[string]*alorules.Execution{},
+		backoff: storeBackoff,
 	}
 }
 
@@ -192,14 +197,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			rescan = false
 			wait := maxIdle
 			if r.saveUnsaved(ctx) > 0 {
-				wait = storeBackoff
+				wait = r.backoff // try saving them again then
 			}
 			if d := time.Until(holdUntil); d > 0 {
 				wait = d
 			} else if free := r.cfg.Workers - len(sc.inflight); free > 0 {
-				wait = min(wait, r.schedule(ctx, sc, free, start))
-				if wait == storeBackoff {
-					holdUntil = time.Now().Add(storeBackoff)
+				w, storeFailed := r.schedule(ctx, sc, free, start)
+				wait = min(wait, w)
+				if storeFailed {
+					holdUntil = time.Now().Add(r.backoff)
 				}
 			}
 			timer.Reset(wait)
@@ -215,7 +221,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				if ctx.Err() == nil {
 					r.log.Error("claim execution", "execution_id", c.ex.ID, "event_id", c.ex.EventID, "rule", c.ex.Rule, "err", c.err)
 				}
-				holdUntil = time.Now().Add(storeBackoff)
+				holdUntil = time.Now().Add(r.backoff)
 			}
 			// Only worth a look if the last one stopped at our own
 			// claims (a claim frees no worker).
@@ -299,8 +305,8 @@ type claimResult struct {
 }
 
 // schedule hands up to free due executions to start and returns how long
-// to sleep before looking again (at most maxIdle; storeBackoff after a
-// store error).
+// to sleep before looking again (at most maxIdle), and whether the store
+// failed, which pauses scheduling for r.backoff.
 //
 // A claim is one durable write that marks the execution running and the
 // attempt of its next step begun; the worker makes it before anything
@@ -308,26 +314,35 @@ type claimResult struct {
 // by the workers rather than here so that they share the store's group
 // commits with each other and with the workers' other writes, instead of
 // paying one commit each in turn.
-func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start func(ex *alorules.Execution, step int)) time.Duration {
+//
+// An execution listed as due that is not (one of ours in flight, or a
+// stale read that says running or final) is skipped, never started twice;
+// it does not hold up the others.
+func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start func(ex *alorules.Execution, step int)) (wait time.Duration, storeFailed bool) {
 	sc.awaitClaims = false
 	now := r.cfg.Now()
-	due, err := r.cfg.Store.DueExecutions(ctx, now, free+len(sc.unclaimed))
+	// Our executions in flight may be listed (a claim not yet written, a
+	// worker that has put its execution back in the queue and not yet
+	// said it is done): ask for enough to fill the free workers anyway.
+	due, err := r.cfg.Store.DueExecutions(ctx, now, free+len(sc.inflight))
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Error("list due executions", "err", err)
 		}
-		return storeBackoff
+		return r.backoff, true
 	}
-	started, odd := 0, false
+	started, skipped := 0, false
 	for _, ex := range due {
 		switch {
 		case started == free:
-			return 0
+			return 0, false
 		case sc.unclaimed[ex.ID]:
 			continue // our claim is on its way
 		case sc.inflight[ex.ID] || ex.Status.Final() || ex.Status == alorules.StatusRunning:
-			// Not due after all (a stale read); never run it twice.
-			odd = true
+			// Not due for us: one of ours in flight whose state was put
+			// back in the queue before its worker said it is done, or a
+			// stale read. Never run it twice, and let the others go.
+			skipped = true
 			continue
 		}
 		ex.Status = alorules.StatusRunning
@@ -341,27 +356,32 @@ func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start fu
 		start(ex, step)
 		started++
 	}
-	if odd {
-		return storeBackoff
-	}
 	next, ok, err := r.cfg.Store.NextDue(ctx)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
 			r.log.Error("next due execution", "err", err)
 		}
-		return storeBackoff
+		return r.backoff, true
 	case !ok:
-		return maxIdle
+		return maxIdle, false
 	}
-	d := next.Sub(r.cfg.Now())
-	if d <= 0 && len(sc.unclaimed) > 0 {
-		// What is due is ours, about to be claimed: the claim wakes
-		// the loop.
-		sc.awaitClaims = true
-		return maxIdle
+	if d := next.Sub(r.cfg.Now()); d > 0 {
+		return min(d, maxIdle), false
 	}
-	return min(max(d, 0), maxIdle)
+	// Something due was not started here. Our claims on their way wake
+	// the loop once written.
+	sc.awaitClaims = len(sc.unclaimed) > 0
+	switch {
+	case skipped:
+		// The same listing would come back at once: look again in a
+		// while (a Notify, a claim or a finish still looks at once)
+		// rather than spin. Nothing else waits for it.
+		return r.backoff, false
+	case sc.awaitClaims:
+		return maxIdle, false
+	}
+	return 0, false
 }
 
 // nextStep returns the first step from index from on that is not done

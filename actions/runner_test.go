@@ -486,6 +486,64 @@ func TestRunnerBoundsWorkers(t *testing.T) {
 	}
 }
 
+// TestRunnerSkipsDueExecutionInFlight: when the store lists as due an
+// execution this runner has in flight (its state was put back in the queue
+// while its step still runs), the scheduler skips it and goes on claiming
+// the other due executions at once, instead of pausing as after a store
+// error. The execution in flight is not started a second time.
+func TestRunnerSkipsDueExecutionInFlight(t *testing.T) {
+	s, _ := newStore(t)
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	slow := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	fast := newTarget(t, nil)
+	rnd := &testRenderer{rules: map[string][]func(*alorules.Execution) (Request, error){
+		"slow": {fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "s", Timeout: "1m"}, Conn: httpConn(slow.URL)})},
+		"fast": {fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "f"}, Conn: httpConn(fast.URL)})},
+	}}
+	inFlight := newExecution("slow", "ev-slow", []string{KindHTTP}, nil, alorules.RetryPolicy{Attempts: 1}, time.Time{})
+	addExecutions(t, s, inFlight)
+
+	r := NewRunner(RunnerConfig{Store: s, Renderer: rnd, Grace: 100 * time.Millisecond})
+	// A pause after a store error lasts an hour here, so a pause shows as
+	// executions that are never claimed.
+	r.backoff = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(letGo)
+	<-arrived
+
+	listed, err := s.Execution(context.Background(), inFlight.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed.Status, listed.NextAttemptAt = alorules.StatusQueued, time.Now()
+	if err := s.UpdateExecution(context.Background(), listed); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		ex := newExecution("fast", fmt.Sprint("ev-fast-", i), []string{KindHTTP}, nil, alorules.RetryPolicy{Attempts: 1}, time.Time{})
+		addExecutions(t, s, ex)
+		r.Notify()
+		waitExecution(t, s, ex.ID, hasStatus(alorules.StatusSucceeded))
+	}
+	letGo()
+	got := waitExecution(t, s, inFlight.ID, hasStatus(alorules.StatusSucceeded))
+	if n := len(slow.requests()); n != 1 || got.Steps[0].Attempts != 1 {
+		t.Errorf("got %d requests and %d attempts for the execution in flight, want 1 and 1", n, got.Steps[0].Attempts)
+	}
+}
+
 // TestRunnerDrainsOnShutdown: Run returns after the step in flight has
 // finished; past the grace period, the step is cut and queued again
 // without counting the attempt.
