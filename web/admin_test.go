@@ -2,14 +2,21 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"alorules"
 )
 
 func TestCandidateName(t *testing.T) {
@@ -285,4 +292,134 @@ func nameOf(ids map[string]string, id string) string {
 		}
 	}
 	return id
+}
+
+// TestRetryExecutionAPI: POST /api/v1/executions/{id}/retry over HTTP runs
+// a failed execution again from its first failed step (the step that
+// succeeded is not sent again), and refuses what is not failed with 409
+// and the reason, and an unknown id with 404.
+func TestRetryExecutionAPI(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	var broken atomic.Bool
+	broken.Store(true)
+	var mu sync.Mutex
+	hits := map[string]int{}
+	tg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		if r.URL.Path == "/second" && broken.Load() {
+			http.Error(w, `{"error":"second is down"}`, http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(tg.Close)
+	hitsOf := func() (first, second int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return hits["/first"], hits["/second"]
+	}
+	rules := fmt.Sprintf(`version: 1
+connections:
+  target:
+    allow_private: true
+    http: { base_url: %q }
+defaults:
+  retry: { attempts: 1 }
+rules:
+  - name: two-steps
+    on: [action_created]
+    do:
+      - id: first
+        http: { connection: target, method: POST, path: /first }
+      - id: second
+        http: { connection: target, method: POST, path: /second }
+`, tg.URL)
+	if err := os.WriteFile(e.rulesPath, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.eng.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.runner.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	_, exs := e.ingest(uiUrgentPayload, e.now)
+	if len(exs) != 1 {
+		t.Fatalf("got %d executions, want 1", len(exs))
+	}
+	id := exs[0].ID
+	e.runner.Notify()
+	waitFor := func(status alorules.Status) *alorules.Execution {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			ex, err := e.st.Execution(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ex.Status == status {
+				return ex
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("execution is %s, want %s", ex.Status, status)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	failed := waitFor(alorules.StatusFailed)
+	if failed.Steps[0].Status != alorules.StatusSucceeded || failed.Steps[1].Status != alorules.StatusFailed {
+		t.Fatalf("got steps %s and %s, want succeeded and failed", failed.Steps[0].Status, failed.Steps[1].Status)
+	}
+
+	retry := func(id string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(e.srv.URL+"/api/v1/executions/"+id+"/retry", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	broken.Store(false)
+	code, body := retry(id)
+	if code != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", code, body)
+	}
+	var queued alorules.Execution
+	if err := json.Unmarshal([]byte(body), &queued); err != nil {
+		t.Fatalf("answer is not an execution: %v: %s", err, body)
+	}
+	if queued.ID != id || queued.Status != alorules.StatusQueued || queued.Error != "" {
+		t.Errorf("got %s %s error %q, want %s queued without error", queued.ID, queued.Status, queued.Error, id)
+	}
+	if st := queued.Steps[0]; st.Status != alorules.StatusSucceeded || st.Attempts != 1 || st.Code != 200 {
+		t.Errorf("first step: got %s after %d attempts code %d, want kept as succeeded", st.Status, st.Attempts, st.Code)
+	}
+	if st := queued.Steps[1]; st.Status != alorules.StatusQueued || st.Attempts != 0 || st.Error != "" {
+		t.Errorf("second step: got %s after %d attempts error %q, want queued afresh", st.Status, st.Attempts, st.Error)
+	}
+	done2 := waitFor(alorules.StatusSucceeded)
+	if first, second := hitsOf(); first != 1 || second != 2 {
+		t.Errorf("got %d requests to the first step and %d to the second, want 1 and 2: the retry starts at the failed step", first, second)
+	}
+	if st := done2.Steps[1]; st.Status != alorules.StatusSucceeded || st.Attempts != 1 {
+		t.Errorf("second step: got %s after %d attempts, want succeeded after 1", st.Status, st.Attempts)
+	}
+
+	// What is not failed is refused, and says why.
+	code, body = retry(id)
+	if code != http.StatusConflict || !strings.Contains(body, "status is succeeded, not failed") {
+		t.Errorf("retry of a succeeded execution: got %d %s, want 409 naming its status", code, body)
+	}
+	if code, body = retry("no-such-execution"); code != http.StatusNotFound {
+		t.Errorf("retry of an unknown execution: got %d %s, want 404", code, body)
+	}
+	if first, second := hitsOf(); first != 1 || second != 2 {
+		t.Errorf("got %d and %d requests after the refusals, want still 1 and 2", first, second)
+	}
 }

@@ -112,8 +112,10 @@ func TestAdminRefusesWithoutCredentials(t *testing.T) {
 		{"GET", "/nothing-here"},
 		{"POST", "/-/reload"},
 		{"POST", "/api/v1/events/" + id + "/replay"},
+		{"POST", "/api/v1/executions/" + id + "/retry"},
 		{"POST", "/api/v1/rules/test"},
 		{"POST", "/events/" + id + "/replay"},
+		{"POST", "/executions/" + id + "/retry"},
 	}
 	creds := map[string]http.Header{
 		"none":                    nil,
