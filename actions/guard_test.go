@@ -42,6 +42,10 @@ func TestForbidden(t *testing.T) {
 		{"169.254.1.1", "link-local address"},
 		{"fe80::1", "link-local address"},
 		{"169.254.169.254", "cloud metadata address"},
+		{"::ffff:169.254.169.254", "cloud metadata address"},
+		{"2852039166", "cloud metadata address"},          // decimal
+		{"0251.0376.0251.0376", "cloud metadata address"}, // octal
+		{"0xa9.0xfe.0xa9.0xfe", "cloud metadata address"}, // hex
 		{"fd00:ec2::254", "cloud metadata address"},
 		{"0.0.0.0", "unspecified address"},
 		{"0.1.2.3", "unspecified address"},
@@ -71,7 +75,13 @@ func TestForbidden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
-			if got := forbidden(netip.MustParseAddr(tt.addr)); got != tt.want {
+			// Decimal, octal and hex spellings are read as inet_aton
+			// reads them, as the guard does with a URL's host.
+			a, ok := parseLooseIPv4(tt.addr)
+			if !ok {
+				a = netip.MustParseAddr(tt.addr)
+			}
+			if got := forbidden(a); got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
@@ -89,6 +99,8 @@ func TestParseLooseIPv4(t *testing.T) {
 		{"127.1", "127.0.0.1"},
 		{"10.0.258", "10.0.1.2"},
 		{"0xa9.0xfe.0xa9.0xfe", "169.254.169.254"},
+		{"2852039166", "169.254.169.254"},
+		{"0251.0376.0251.0376", "169.254.169.254"},
 		{"8.8.8.8", "8.8.8.8"},
 		{"256.1.1.1", ""},
 		{"1.2.3.4.5", ""},
@@ -134,6 +146,9 @@ func TestGuardRefuses(t *testing.T) {
 		{"[fc00::1]", "private address"},
 		{"169.254.169.254", "refused to connect to 169.254.169.254: cloud metadata address"},
 		{"0xa9fea9fe", "refused to connect to 0xa9fea9fe (169.254.169.254): cloud metadata address"},
+		{"[::ffff:169.254.169.254]", "refused to connect to ::ffff:169.254.169.254 (169.254.169.254): cloud metadata address"},
+		{"2852039166", "refused to connect to 2852039166 (169.254.169.254): cloud metadata address"},
+		{"0251.0376.0251.0376", "refused to connect to 0251.0376.0251.0376 (169.254.169.254): cloud metadata address"},
 		{"[fd00:ec2::254]", "cloud metadata address"},
 		{"169.254.10.10", "link-local address"},
 		{"[fe80::1]", "link-local address"},
@@ -164,6 +179,27 @@ func TestGuardRefuses(t *testing.T) {
 	}
 	if n := len(tg.requests()); n != 0 {
 		t.Errorf("target got %d requests, want 0", n)
+	}
+}
+
+// TestGuardRefusesMetadataEveryKind: the cloud metadata address in its
+// plain, IPv4-mapped, decimal, octal and hex spellings is refused through
+// every step kind, with the reason, for good.
+func TestGuardRefusesMetadataEveryKind(t *testing.T) {
+	hosts := []string{"169.254.169.254", "[::ffff:169.254.169.254]", "2852039166", "0251.0376.0251.0376", "0xa9.0xfe.0xa9.0xfe"}
+	for _, kind := range stepKinds {
+		for _, host := range hosts {
+			t.Run(kind.name+"/"+host, func(t *testing.T) {
+				req := kind.build("http://" + host)
+				req.Conn.AllowPrivate = false
+				_, err := Do(context.Background(), req, Env{Outbound: NewOutbound()})
+				se := stepErr(t, err)
+				var re *RefusedError
+				if !errors.As(se, &re) || se.Retryable || re.Addr.String() != "169.254.169.254" || !strings.Contains(se.Error(), "cloud metadata address") {
+					t.Errorf("got %q (retryable %v, refusal %v), want a permanent refusal of the cloud metadata address", se, se.Retryable, re)
+				}
+			})
+		}
 	}
 }
 
