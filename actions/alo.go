@@ -25,6 +25,8 @@ func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, e
 		APIKey:     conn.ALO.APIKey.Reveal(),
 		AuthScheme: conn.ALO.AuthScheme,
 		UserAgent:  env.userAgent(),
+		// Before ALO's error text is capped, so no secret is cut in two.
+		Redact: redactorFor(req),
 		HTTP: withTransport(env.client(conn), func(next http.RoundTripper) http.RoundTripper {
 			rec.next = next
 			return rec

@@ -701,6 +701,20 @@ func TestNoSecretLeaks(t *testing.T) {
 			secrets: []string{"alo-key-secret-123", ruleSecret},
 		},
 		{
+			name: "alo message across the cap",
+			handler: func(w http.ResponseWriter, r *http.Request, n int) {
+				var m struct{ Content string }
+				json.NewDecoder(r.Body).Decode(&m)
+				w.WriteHeader(422)
+				// The echoed secret crosses the 512-byte cap on ALO's message.
+				fmt.Fprintf(w, `{"status":422,"message":%q}`, strings.Repeat("x", 497)+m.Content+strings.Repeat("y", 100))
+			},
+			build: func(base string) Request {
+				return Request{Kind: KindALO, Conn: aloConn(base), Spec: &ALO{Connection: "a", PostMessage: &ALOMessage{ChannelID: "c", Content: ruleSecret}}}
+			},
+			secrets: []string{ruleSecret},
+		},
+		{
 			name:    "alo request",
 			handler: echo(422),
 			build: func(base string) Request {

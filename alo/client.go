@@ -45,6 +45,11 @@ type Client struct {
 	AuthScheme string
 	HTTP       *http.Client
 	UserAgent  string
+	// Redact, if set, hides the caller's other secrets (say, values sent
+	// in the request that ALO may echo) in an APIError's text. It runs
+	// before the text is capped: a secret cut in two by the cap could no
+	// longer be recognised.
+	Redact func(string) string `json:"-"`
 }
 
 // String describes the client without its API key.
@@ -97,7 +102,8 @@ type Response struct {
 // object; a body of any other shape becomes Message as capped plain text.
 // RetryAfter comes from the Retry-After header (seconds or an HTTP date), zero
 // when absent. Incomplete says the body could not be read to the end (a
-// timeout, a dropped connection): Message and Detail come from the part read.
+// timeout, a dropped connection): Message and Detail come from the part read
+// if it was whole JSON, else Message is the status's name.
 type APIError struct {
 	StatusCode int
 	Message    string
@@ -247,9 +253,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	// The status decides first: a refusal stays a refusal (and a 503 a
 	// 503) however much of its body arrived.
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		e := c.apiError(r, time.Now())
-		e.Incomplete = readErr != nil
-		return r, e
+		return r, c.apiError(r, time.Now(), readErr != nil)
 	}
 	if readErr != nil {
 		// The status line arrived, so the request was carried out as
@@ -345,30 +349,43 @@ func validHeaderValue(v string) bool {
 
 // apiError decodes ALO's error body; the API key is scrubbed from everything
 // that ends up in the error, in case a server echoes the request's headers.
-func (c *Client) apiError(r *Response, now time.Time) *APIError {
+// incomplete says the body stopped before its end.
+func (c *Client) apiError(r *Response, now time.Time, incomplete bool) *APIError {
 	e := &APIError{
 		StatusCode: r.StatusCode,
 		RetryAfter: ParseRetryAfter(r.Header.Get("Retry-After"), now),
+		Incomplete: incomplete,
 	}
 	e.Message, e.Detail = decodeErrorBody(r.Body)
-	if e.Message == "" && e.Detail == nil {
-		e.Message = capText(strings.Join(strings.Fields(strings.ToValidUTF8(string(r.Body), "\uFFFD")), " "), 512)
+	if e.Message == "" && e.Detail == nil && !incomplete {
+		// Not shown as text when it stopped short: it may stop in the
+		// middle of a secret, which no redaction would recognise.
+		e.Message = strings.Join(strings.Fields(strings.ToValidUTF8(string(r.Body), "\uFFFD")), " ")
 	}
+	hide := func(s string) string {
+		if c.APIKey != "" {
+			s = strings.ReplaceAll(s, c.APIKey, redacted)
+		}
+		if c.Redact != nil {
+			s = c.Redact(s)
+		}
+		return s
+	}
+	e.Message = hide(e.Message)
+	if e.Detail != nil {
+		e.Detail = scrub(e.Detail, hide).(map[string]any)
+	}
+	// Capped only now: a secret cut in two by the cap would not be found.
+	e.Message = capText(e.Message, 512)
 	if e.Message == "" {
 		e.Message = http.StatusText(r.StatusCode)
-	}
-	if c.APIKey != "" {
-		e.Message = strings.ReplaceAll(e.Message, c.APIKey, redacted)
-		if e.Detail != nil {
-			e.Detail = scrub(e.Detail, c.APIKey).(map[string]any)
-		}
 	}
 	return e
 }
 
 // decodeErrorBody reads {"status": ..., "message": "..." | {...}}; it also
 // takes a top-level {"error": "..."}, which Rails-style APIs send. It returns
-// zero values for any other shape.
+// zero values for any other shape. The message is not capped yet.
 func decodeErrorBody(b []byte) (string, map[string]any) {
 	var env map[string]json.RawMessage
 	if json.Unmarshal(b, &env) != nil {
@@ -377,13 +394,13 @@ func decodeErrorBody(b []byte) (string, map[string]any) {
 	if raw, ok := env["message"]; ok {
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
-			return capText(s, 512), nil
+			return s, nil
 		}
 		var m map[string]any
 		if json.Unmarshal(raw, &m) == nil && m != nil {
 			for _, k := range []string{"error", "message"} {
 				if s, ok := m[k].(string); ok {
-					return capText(s, 512), m
+					return s, m
 				}
 			}
 			return "", m
@@ -392,26 +409,26 @@ func decodeErrorBody(b []byte) (string, map[string]any) {
 	if raw, ok := env["error"]; ok {
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
-			return capText(s, 512), nil
+			return s, nil
 		}
 	}
 	return "", nil
 }
 
-func scrub(v any, secret string) any {
+func scrub(v any, hide func(string) string) any {
 	switch x := v.(type) {
 	case string:
-		return strings.ReplaceAll(x, secret, redacted)
+		return hide(x)
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			out[strings.ReplaceAll(k, secret, redacted)] = scrub(val, secret)
+			out[hide(k)] = scrub(val, hide)
 		}
 		return out
 	case []any:
 		out := make([]any, len(x))
 		for i, val := range x {
-			out[i] = scrub(val, secret)
+			out[i] = scrub(val, hide)
 		}
 		return out
 	}
