@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+
+	"alorules/engine"
 )
 
 func noEnv(string) string { return "" }
@@ -123,5 +126,72 @@ func TestRuleTestsUsage(t *testing.T) {
 		if code := run(tt.args, nil, &out, &errb, noEnv); code != tt.want {
 			t.Errorf("%v: got exit %d, want %d\n%s%s", tt.args, code, tt.want, out.String(), errb.String())
 		}
+	}
+}
+
+// Tests that must pass: a rule that fires twice in one step is checked
+// execution by execution and digest by digest.
+func TestRuleTestsSameStep(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"test", "../../rules.example.yaml", "--tests", "testdata/ruletests/same_step.tests.yaml", "--env-placeholders"}, nil, &out, &errb, noEnv)
+	if code != 0 {
+		t.Fatalf("got exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "1 test(s), 1 passed, 0 failed") {
+		t.Errorf("got\n%s\nwant a summary of 1 passing test", out.String())
+	}
+}
+
+// Expected digests are paired one to one with those that closed, so that
+// two digests of one rule in a step are each checked against their own
+// expectation, whatever the order of either list.
+func TestCheckDigests(t *testing.T) {
+	key := func(s string) *string { return &s }
+	count := func(n int) *int { return &n }
+	sent := func(rule, key string, count int) engine.Fired {
+		return engine.Fired{Kind: engine.FiredDigest, Rule: rule, Key: key, Count: count}
+	}
+	kitchen, lobby := sent("digest", "ch-kitchen", 1), sent("digest", "ch-lobby", 2)
+	tests := []struct {
+		name string
+		want []digestExpect
+		sent []engine.Fired
+		diff []string
+	}{
+		{"both, in the order they closed", []digestExpect{{Rule: "digest", Key: key("ch-kitchen"), Count: count(1)}, {Rule: "digest", Key: key("ch-lobby"), Count: count(2)}},
+			[]engine.Fired{kitchen, lobby}, nil},
+		{"both, in the other order", []digestExpect{{Rule: "digest", Key: key("ch-lobby"), Count: count(2)}, {Rule: "digest", Key: key("ch-kitchen"), Count: count(1)}},
+			[]engine.Fired{kitchen, lobby}, nil},
+		{"a bare rule does not take the digest a key asks for", []digestExpect{{Rule: "digest"}, {Rule: "digest", Key: key("ch-kitchen")}},
+			[]engine.Fired{kitchen, lobby}, nil},
+		{"a bare rule does not take the digest a count asks for", []digestExpect{{Rule: "digest"}, {Rule: "digest", Count: count(2)}},
+			[]engine.Fired{lobby, kitchen}, nil},
+		{"a key and a count that both fit the first digest", []digestExpect{{Rule: "digest", Key: key("ch-kitchen")}, {Rule: "digest", Count: count(1)}},
+			[]engine.Fired{kitchen, sent("digest", "ch-kitchen", 3)}, nil},
+		{"wrong count", []digestExpect{{Rule: "digest", Key: key("ch-lobby"), Count: count(3)}},
+			[]engine.Fired{lobby},
+			[]string{`digests_sent: digest: got key "ch-lobby" count 2, want key "ch-lobby" count 3`}},
+		{"counts swapped between two keys", []digestExpect{{Rule: "digest", Key: key("ch-kitchen"), Count: count(2)}, {Rule: "digest", Key: key("ch-lobby"), Count: count(1)}},
+			[]engine.Fired{kitchen, lobby},
+			[]string{
+				`digests_sent: digest: got key "ch-kitchen" count 1, want key "ch-kitchen" count 2`,
+				`digests_sent: digest: got key "ch-lobby" count 2, want key "ch-lobby" count 1`,
+			}},
+		{"one digest more than listed", []digestExpect{{Rule: "digest", Key: key("ch-kitchen")}},
+			[]engine.Fired{kitchen, lobby},
+			[]string{`digests_sent: digest: got key "ch-lobby" count 2, want none`}},
+		{"one digest fewer than listed", []digestExpect{{Rule: "digest"}, {Rule: "digest"}},
+			[]engine.Fired{lobby},
+			[]string{`digests_sent: digest: got none, want one`}},
+		{"another rule's digest", []digestExpect{{Rule: "other"}},
+			[]engine.Fired{kitchen},
+			[]string{`digests_sent: digest: got key "ch-kitchen" count 1, want none`, `digests_sent: other: got none, want one`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := checkDigests(tt.want, tt.sent); !slices.Equal(got, tt.diff) {
+				t.Errorf("got %q, want %q", got, tt.diff)
+			}
+		})
 	}
 }
