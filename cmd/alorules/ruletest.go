@@ -569,42 +569,65 @@ func checkDigests(want []digestExpect, sent []engine.Fired) []string {
 	return out
 }
 
-// check finds the rendered step and compares it with the expected subset.
+// check compares the expected subset with the rendered step of each
+// execution of the rule created in the step; one that contains it is
+// enough. A rule can run more than once in a step (two timers, two digest
+// keys), and the format has no selector that would name one of them, so
+// any execution may meet the expectation; when none does, the differences
+// of each are reported, labelled "execution i of n" once there are two.
 func (r requestExpect) check(execs []engine.SimExecution) []string {
 	label := r.Step
 	if label == "" {
 		label = "1"
 	}
-	var ex *engine.SimExecution
+	var mine []*engine.SimExecution
 	for i := range execs {
 		if execs[i].Rule == r.Rule {
-			ex = &execs[i]
-			break
+			mine = append(mine, &execs[i])
 		}
 	}
-	if ex == nil {
+	if len(mine) == 0 {
 		return []string{fmt.Sprintf("rule %s step %s: got no execution of the rule in this step", r.Rule, label)}
 	}
-	var st *engine.TestStep
-	for i := range ex.Steps {
-		if n, err := strconv.Atoi(label); (err == nil && ex.Steps[i].Index == n-1) || ex.Steps[i].ID == label {
-			st = &ex.Steps[i]
+	// Every execution of a rule has the rule's steps, so the step is looked
+	// up once, by its position.
+	at := -1
+	for i, st := range mine[0].Steps {
+		if n, err := strconv.Atoi(label); (err == nil && st.Index == n-1) || st.ID == label {
+			at = i
 			break
 		}
 	}
-	if st == nil {
+	if at < 0 {
 		return []string{fmt.Sprintf("rule %s step %s: the rule has no such step (count from 1, or use the step's id)", r.Rule, label)}
 	}
+	var out []string
+	for n, ex := range mine {
+		where := fmt.Sprintf("rule %s step %s", r.Rule, label)
+		if len(mine) > 1 {
+			where = fmt.Sprintf("rule %s execution %d of %d step %s", r.Rule, n+1, len(mine), label)
+		}
+		diffs := r.diff(ex.Steps[at], where)
+		if len(diffs) == 0 {
+			return nil
+		}
+		out = append(out, diffs...)
+	}
+	return out
+}
+
+// diff lists where one rendered step does not contain the expected subset.
+func (r requestExpect) diff(st engine.TestStep, where string) []string {
 	if st.Error != "" {
-		return []string{fmt.Sprintf("rule %s step %s: does not render: %s", r.Rule, label, st.Error)}
+		return []string{fmt.Sprintf("%s: does not render: %s", where, st.Error)}
 	}
 	var got any
 	if err := json.Unmarshal(st.Request, &got); err != nil {
-		return []string{fmt.Sprintf("rule %s step %s: %v", r.Rule, label, err)}
+		return []string{fmt.Sprintf("%s: %v", where, err)}
 	}
 	var out []string
 	subset(got, r.Match, "request", func(path string, g, w any) {
-		out = append(out, fmt.Sprintf("rule %s step %s: %s: got %s, want %s", r.Rule, label, path, show(g), show(w)))
+		out = append(out, fmt.Sprintf("%s: %s: got %s, want %s", where, path, show(g), show(w)))
 	})
 	return out
 }

@@ -137,8 +137,8 @@ func TestRuleTestsSameStep(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("got exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
-	if !strings.Contains(out.String(), "1 test(s), 1 passed, 0 failed") {
-		t.Errorf("got\n%s\nwant a summary of 1 passing test", out.String())
+	if !strings.Contains(out.String(), "2 test(s), 2 passed, 0 failed") {
+		t.Errorf("got\n%s\nwant a summary of 2 passing tests", out.String())
 	}
 }
 
