@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -39,7 +41,7 @@ func TestRuleTestsFailing(t *testing.T) {
 		`test "wrong expectations" step 1: rule page-on-urgent-action step 1: request.text: got ":rotating_light: Urgent: Freezer 3 temperature alarm at Kitchen B (<https://app.alo.ai/actions/act-1042|open in ALO>)", want "Urgent: something else"`,
 		`test "wrong expectations" step 2: timers_fired: got [], want [urgent-not-completed]`,
 		`ok    right expectations (1 steps)`,
-		`2 test(s), 1 passed, 1 failed`,
+		`22 test(s), 1 passed, 21 failed`,
 	}
 	for _, w := range want {
 		if !strings.Contains(out.String(), w) {
@@ -71,8 +73,8 @@ func TestRuleTestsJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("got %v decoding\n%s", err, out.String())
 	}
-	if res.Passed != 1 || res.Failed != 1 || len(res.Tests) != 2 || res.Tests[0].Passed || len(res.Tests[0].Failures) != 6 {
-		t.Fatalf("got %+v, want one test failing 6 ways and one passing", res)
+	if res.Passed != 1 || res.Failed != 21 || len(res.Tests) != 22 || res.Tests[0].Passed || len(res.Tests[0].Failures) != 6 {
+		t.Fatalf("got %+v, want the first test failing 6 ways, the second passing, 20 more failing", res)
 	}
 	first := res.Tests[0].Steps[0]
 	if first.Match == nil || len(first.Match.Deferred) != 1 || first.Match.Deferred[0].Kind != "timer_set" {
@@ -191,6 +193,143 @@ func TestCheckDigests(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := checkDigests(tt.want, tt.sent); !slices.Equal(got, tt.diff) {
 				t.Errorf("got %q, want %q", got, tt.diff)
+			}
+		})
+	}
+}
+
+// Every kind of expectation has a test in failing.tests.yaml that must fail
+// with exactly these differences: a check that always passed, or that
+// reported something unreadable or extra, would show here. The lines are
+// the same in the text output and in --json's failures.
+func TestRuleTestsFailingKinds(t *testing.T) {
+	tests := []struct {
+		kind string // the expect key, or key.field
+		test string // the test's name in failing.tests.yaml
+		want []string
+	}{
+		{"matched", "matched", []string{
+			`step 1: rule urgent-completed: got skipped, want matched`,
+			`step 1: rule urgent-not-completed: got matched, want not matched (it is not in matched)`,
+		}},
+		{"matched", "a handshake is never matched", []string{
+			`step 1: the event is a URL handshake, which is never matched`,
+		}},
+		{"not_matched", "not_matched", []string{
+			`step 1: rule page-on-urgent-action: got matched, want not matched`,
+		}},
+		{"outcomes", "outcomes", []string{
+			`step 1: rule new-actions-digest: got not_matched, want matched`,
+		}},
+		{"previous", "previous", []string{
+			`step 1: previous: got false, want true`,
+		}},
+		{"changed", "changed", []string{
+			`step 2: changed: got [action.status, type], want [action.status]`,
+		}},
+		{"executions", "executions", []string{
+			`step 1: executions: got [page-on-urgent-action], want []`,
+		}},
+		{"requests", "requests", []string{
+			`step 1: rule page-on-urgent-action step ticket: request.json.priority: got "Urgent", want "High"`,
+			`step 1: rule page-on-urgent-action step ticket: request.json.watchers: got (missing), want []`,
+			`step 1: rule page-on-urgent-action step ticket: request.method: got "POST", want "PUT"`,
+		}},
+		{"requests", "requests of a rule that did not run", []string{
+			`step 1: rule urgent-completed step 1: got no execution of the rule in this step`,
+		}},
+		{"requests", "requests of a step the rule does not have", []string{
+			`step 1: rule page-on-urgent-action step 4: the rule has no such step (count from 1, or use the step's id)`,
+			`step 1: rule page-on-urgent-action step no-such-id: the rule has no such step (count from 1, or use the step's id)`,
+		}},
+		{"requests", "requests of a rule that ran twice", []string{
+			`step 3: rule new-actions-digest execution 1 of 2 step 1: request.text: got "1 new action(s) in 15 minutes: Restock gloves", want "2 new action(s) in 15 minutes: Restock gloves, Check lights"`,
+			`step 3: rule new-actions-digest execution 2 of 2 step 1: request.text: got "1 new action(s) in 15 minutes: Check lights", want "2 new action(s) in 15 minutes: Restock gloves, Check lights"`,
+		}},
+		{"timers_set", "timers_set", []string{
+			`step 1: timers_set: got [urgent-not-completed], want []`,
+		}},
+		{"timers_kept", "timers_kept", []string{
+			`step 3: timers_kept: got [urgent-not-completed], want []`,
+		}},
+		{"timers_cancelled", "timers_cancelled", []string{
+			`step 2: timers_cancelled: got [urgent-not-completed], want []`,
+		}},
+		{"timers_fired", "timers_fired", []string{
+			`step 2: timers_fired: got [urgent-not-completed], want []`,
+		}},
+		{"timers_pending", "timers_pending", []string{
+			`step 2: timers_pending: got [urgent-not-completed], want []`,
+		}},
+		{"digests_added", "digests_added", []string{
+			`step 1: digests_added: got [new-actions-digest], want []`,
+		}},
+		{"digests_sent", "digests_sent", []string{
+			`step 2: digests_sent: new-actions-digest: got key "ch-kitchen" count 1, want none`,
+		}},
+		{"digests_sent.count", "digests_sent.count", []string{
+			`step 4: digests_sent: new-actions-digest: got key "ch-kitchen" count 1, want key "ch-kitchen" count 2`,
+			`step 4: digests_sent: new-actions-digest: got key "ch-lobby" count 2, want key "ch-lobby" count 1`,
+		}},
+		{"digests_sent.key", "digests_sent.key", []string{
+			`step 4: digests_sent: new-actions-digest: got key "ch-kitchen" count 1, want key "ch-hall"`,
+		}},
+	}
+
+	// A new kind of expectation needs a case here before it can ship.
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		covered[tt.kind] = true
+	}
+	kinds := []string{"digests_sent.count", "digests_sent.key"}
+	et := reflect.TypeFor[expect]()
+	for i := range et.NumField() {
+		kinds = append(kinds, strings.Split(et.Field(i).Tag.Get("yaml"), ",")[0])
+	}
+	for _, k := range kinds {
+		if !covered[k] {
+			t.Errorf("expectation %s: got no failing case, want one", k)
+		}
+	}
+
+	args := []string{"test", "../../rules.example.yaml", "--tests", "testdata/ruletests/failing.tests.yaml", "--env-placeholders"}
+	var text, errb bytes.Buffer
+	if code := run(args, nil, &text, &errb, noEnv); code != 1 {
+		t.Fatalf("got exit %d, want 1\n%s%s", code, text.String(), errb.String())
+	}
+	var js bytes.Buffer
+	if code := run(append(args, "--json"), nil, &js, &errb, noEnv); code != 1 {
+		t.Fatalf("--json: got exit %d, want 1\n%s", code, errb.String())
+	}
+	var res struct {
+		Tests []struct {
+			Name     string
+			Failures []string
+		}
+	}
+	if err := json.Unmarshal(js.Bytes(), &res); err != nil {
+		t.Fatalf("got %v decoding\n%s", err, js.String())
+	}
+	failures := map[string][]string{}
+	for _, r := range res.Tests {
+		failures[r.Name] = r.Failures
+	}
+	for _, tt := range tests {
+		t.Run(tt.test, func(t *testing.T) {
+			got, ok := failures[tt.test]
+			if !ok {
+				t.Fatalf("got no test %q in failing.tests.yaml, want one", tt.test)
+			}
+			var want []string
+			for _, w := range tt.want {
+				want = append(want, fmt.Sprintf("test %q %s", tt.test, w))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("--json failures:\ngot  %q\nwant %q", got, want)
+			}
+			block := "FAIL  " + tt.test + "\n      " + strings.Join(want, "\n      ") + "\n"
+			if !strings.Contains(text.String(), block) {
+				t.Errorf("text output: got no such block, want\n%s", block)
 			}
 		})
 	}
