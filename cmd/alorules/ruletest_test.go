@@ -66,7 +66,12 @@ func TestRuleTestsJSON(t *testing.T) {
 				Match *struct {
 					Deferred []struct{ Rule, Kind string }
 				}
-				Executions []struct{ Rule, Source string }
+				Fired []struct {
+					Kind, Rule, Key string
+					Count           int
+					ExecutionID     string `json:"execution_id"`
+				}
+				Executions []struct{ ID, Rule, Source string }
 			}
 		}
 	}
@@ -82,6 +87,31 @@ func TestRuleTestsJSON(t *testing.T) {
 	}
 	if len(first.Executions) != 1 || first.Executions[0].Source != "match" {
 		t.Errorf("got executions %+v, want the page from the match", first.Executions)
+	}
+
+	// Two digests of one rule closing in a step: each with its key and
+	// count, and the execution it created, which is how a reader tells
+	// "execution i of n" in a failure apart.
+	for _, tt := range res.Tests {
+		if tt.Name != "digests_sent.count" {
+			continue
+		}
+		step := tt.Steps[3]
+		var got []string
+		for i, f := range step.Fired {
+			ex := "no execution"
+			if i < len(step.Executions) && step.Executions[i].ID == f.ExecutionID {
+				ex = step.Executions[i].Rule + " " + step.Executions[i].Source
+			}
+			got = append(got, fmt.Sprintf("%s %s %s %d: %s", f.Kind, f.Rule, f.Key, f.Count, ex))
+		}
+		want := []string{
+			"digest new-actions-digest ch-kitchen 1: new-actions-digest digest",
+			"digest new-actions-digest ch-lobby 2: new-actions-digest digest",
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("got fired %q, want %q", got, want)
+		}
 	}
 }
 
