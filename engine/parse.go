@@ -257,6 +257,7 @@ func Parse(file string, src []byte, getenv func(string) string) (*RuleSet, []Iss
 	}
 	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}, fast: newFastCompiler()}
 	rs := p.parse(src)
+	p.redactIssues()
 	sortIssues(p.is.errs)
 	sortIssues(p.is.warnings)
 	if len(p.is.errs) > 0 {
@@ -276,6 +277,20 @@ type parser struct {
 	def     struct {
 		retry   alorules.RetryPolicy
 		timeout time.Duration
+	}
+}
+
+// redactIssues hides every ${NAME} value in the messages found. Messages
+// quote values as written in the file, so this is a second line of
+// defence: candidate rules sent to the admin API are expanded with the
+// server's environment, and an error that echoed an expanded value would
+// hand its secrets to whoever sent them.
+func (p *parser) redactIssues() {
+	red := alorules.NewRedactor(p.secrets...)
+	for _, list := range [][]Issue{p.is.errs, p.is.warnings} {
+		for i := range list {
+			list[i].Msg = red.String(list[i].Msg)
+		}
 	}
 }
 
@@ -1113,9 +1128,14 @@ func (p *parser) stepSpec(r *rule, s *step, n *yaml.Node, field string, earlier 
 			name, _ := c.v.(string)
 			conn, ok := p.rs.Connections[name]
 			if !ok {
-				msg := fmt.Sprintf("unknown connection %q", name)
-				if sg := suggest(name, mapKeys(p.rs.Connections)); sg != "" {
-					msg += fmt.Sprintf(", did you mean %q?", sg)
+				// The name as written: after ${NAME} expansion it may
+				// hold a secret, and a hint near it would hint at it.
+				raw := rawValue(n, "connection")
+				msg := fmt.Sprintf("unknown connection %q", raw)
+				if raw == name {
+					if sg := suggest(name, mapKeys(p.rs.Connections)); sg != "" {
+						msg += fmt.Sprintf(", did you mean %q?", sg)
+					}
 				}
 				p.is.errorf(line, r.name, field+".connection", "%s", msg)
 			}
@@ -1150,7 +1170,7 @@ func (p *parser) stepSpec(r *rule, s *step, n *yaml.Node, field string, earlier 
 		if ts, _ := tn.v.(string); ts != "" {
 			d, err := time.ParseDuration(ts)
 			if err != nil || d <= 0 {
-				p.is.errorf(valueLine(n, "timeout"), r.name, field+".timeout", "bad duration %q: want a positive duration such as 10s or 5m", ts)
+				p.is.errorf(valueLine(n, "timeout"), r.name, field+".timeout", "bad duration %q: want a positive duration such as 10s or 5m", rawValue(n, "timeout"))
 			}
 			s.timeout = d
 		}
@@ -1172,6 +1192,15 @@ func valueLine(n *yaml.Node, key string) int {
 		return v.Line
 	}
 	return n.Line
+}
+
+// rawValue is the text of key's value in mapping n as written, before
+// ${NAME} expansion: what an error may quote without revealing a secret.
+func rawValue(n *yaml.Node, key string) string {
+	if v := mapValue(n, key); v != nil {
+		return v.Value
+	}
+	return ""
 }
 
 // mapValue is the first value of key in mapping n, or nil.
