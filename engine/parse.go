@@ -255,7 +255,7 @@ func Parse(file string, src []byte, getenv func(string) string) (*RuleSet, []Iss
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}, fast: newFastCompiler()}
+	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}, broken: map[string]bool{}, fast: newFastCompiler()}
 	rs := p.parse(src)
 	p.redactIssues()
 	sortIssues(p.is.errs)
@@ -272,9 +272,12 @@ type parser struct {
 	getenv  func(string) string
 	secrets []string
 	rs      *RuleSet
-	names   map[string]int // every rule name seen, with its line
-	fast    *fastCompiler
-	def     struct {
+	// broken are the connections defined with errors: their users do
+	// not report them again as unknown.
+	broken map[string]bool
+	names  map[string]int // every rule name seen, with its line
+	fast   *fastCompiler
+	def    struct {
 		retry   alorules.RetryPolicy
 		timeout time.Duration
 	}
@@ -678,29 +681,37 @@ func (p *parser) retry(n *yaml.Node, rule, field string, base alorules.RetryPoli
 
 func (p *parser) connections(n *yaml.Node) {
 	es, _ := p.entries(n, "", "connections", nil)
-	connType := reflect.TypeFor[actions.Connection]()
 	for _, e := range es {
-		field := "connections." + e.key
-		before := len(p.secrets)
-		nerr := len(p.is.errs)
-		tree := p.build(e.v, connType, bctx{field: field})
-		if len(p.is.errs) > nerr {
-			continue
+		if c := p.connection(e); c != nil {
+			p.rs.Connections[e.key] = c
+		} else {
+			p.broken[e.key] = true
 		}
-		var c actions.Connection
-		if err := decodeStrict(tree.placeholder(), &c); err != nil {
-			p.is.errorf(e.v.Line, "", field, "%v", err)
-			continue
-		}
-		c.Name = e.key
-		c.Secrets = slices.Clone(p.secrets[before:])
-		c.Redact = alorules.NewRedactor(c.Secrets...)
-		if err := c.Validate(); err != nil {
-			p.is.errorf(e.v.Line, "", field, "%v", err)
-			continue
-		}
-		p.rs.Connections[e.key] = &c
 	}
+}
+
+// connection builds one connection; nil when it has errors (recorded).
+func (p *parser) connection(e entry) *actions.Connection {
+	field := "connections." + e.key
+	before := len(p.secrets)
+	nerr := len(p.is.errs)
+	tree := p.build(e.v, reflect.TypeFor[actions.Connection](), bctx{field: field})
+	if len(p.is.errs) > nerr {
+		return nil
+	}
+	var c actions.Connection
+	if err := decodeStrict(tree.placeholder(), &c); err != nil {
+		p.is.errorf(e.v.Line, "", field, "%v", err)
+		return nil
+	}
+	c.Name = e.key
+	c.Secrets = slices.Clone(p.secrets[before:])
+	c.Redact = alorules.NewRedactor(c.Secrets...)
+	if err := c.Validate(); err != nil {
+		p.is.errorf(e.v.Line, "", field, "%v", err)
+		return nil
+	}
+	return &c
 }
 
 func (p *parser) rules(n *yaml.Node) {
@@ -1127,13 +1138,16 @@ func (p *parser) stepSpec(r *rule, s *step, n *yaml.Node, field string, earlier 
 		case tconst:
 			name, _ := c.v.(string)
 			conn, ok := p.rs.Connections[name]
-			if !ok {
+			if !ok && !p.broken[name] {
 				// The name as written: after ${NAME} expansion it may
 				// hold a secret, and a hint near it would hint at it.
 				raw := rawValue(n, "connection")
 				msg := fmt.Sprintf("unknown connection %q", raw)
 				if raw == name {
-					if sg := suggest(name, mapKeys(p.rs.Connections)); sg != "" {
+					// Broken connections are defined too: a typo
+					// of one is worth pointing at.
+					names := append(mapKeys(p.rs.Connections), mapKeys(p.broken)...)
+					if sg := suggest(name, names); sg != "" {
 						msg += fmt.Sprintf(", did you mean %q?", sg)
 					}
 				}

@@ -44,6 +44,13 @@ func TestParseErrors(t *testing.T) {
 			`connection_bad_url.yaml:6: connections.tickets: http: base_url must start with https:// or http://`,
 			`connection_bad_url.yaml:8: connections.alo: alo: base_url has no host`,
 		}},
+		// A connection that is defined but broken is reported once, not
+		// again as "unknown" by every step that uses it.
+		{"broken_connection_users.yaml", []string{
+			`broken_connection_users.yaml:4: connections.ops-slack.slack.webhook_url: environment variable SLACK_MISSING is not set`,
+			`broken_connection_users.yaml:6: connections.tickets: http: base_url must start with https:// or http://`,
+			`broken_connection_users.yaml:15: rule "remind": do[1].slack.connection: unknown connection "ops-slak", did you mean "ops-slack"?`,
+		}},
 		{"connection_kind_mismatch.yaml", []string{`connection_kind_mismatch.yaml:8: rule "a": do[0].slack: slack: connection "tickets" is not a slack connection`}},
 		{"step_ref_not_earlier.yaml", []string{`step_ref_not_earlier.yaml:7: rule "a": do[0].http.json.ticket: steps.ticket: no earlier step in this rule has id "ticket"`}},
 		{"if_unknown_name.yaml", []string{`if_unknown_name.yaml:5: rule "page-oncall": if: unknown name "evnt", did you mean "event"? (column 1)`}},
