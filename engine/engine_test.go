@@ -273,6 +273,51 @@ func TestEngineRenderStep(t *testing.T) {
 	}
 }
 
+// TestEngineRecordsRenderErrors: a step that cannot render at match time
+// carries the error on the stored execution, naming rule and step, and
+// the runner's render fails with the same words.
+func TestEngineRecordsRenderErrors(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "hostile.yaml"))
+	writeFile(t, rules, string(src))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e)
+	id := ingest(t, st, event(t, "hostile"))
+	e.Notify()
+	waitMatch(t, st, id)
+	execs, err := st.EventExecutions(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex *alorules.Execution
+	for _, x := range execs {
+		if x.Rule == "bad-render" {
+			ex = x
+		}
+	}
+	if ex == nil || len(ex.Steps) != 2 {
+		t.Fatalf("got executions %+v, want one of bad-render with two steps", execs)
+	}
+	if st := ex.Steps[0]; st.Error != "" || st.Request == nil {
+		t.Errorf("first step: got error %q and request %s, want it rendered", st.Error, st.Request)
+	}
+	want := `render: rule "bad-render": step 2 (http): {{ event.action.missing.deeper }}: `
+	got := ex.Steps[1]
+	if !strings.HasPrefix(got.Error, want) || got.Request != nil || got.Status != alorules.StatusQueued {
+		t.Errorf("second step: got %s with error %q and request %s, want queued with an error starting %q", got.Status, got.Error, got.Request, want)
+	}
+	_, rerr := e.RenderStep(context.Background(), ex, 1)
+	if rerr == nil || "render: "+rerr.Error() != got.Error {
+		t.Errorf("got RenderStep error %v, want the recorded %q", rerr, got.Error)
+	}
+}
+
 func TestEngineHotReload(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "alorules.db"))
