@@ -537,7 +537,7 @@ func (e *Engine) RenderStep(ctx context.Context, ex *alorules.Execution, index i
 	s := r.steps[index]
 	ev, err := e.cfg.Store.Event(ctx, ex.EventID)
 	if err != nil {
-		return actions.Request{}, fmt.Errorf("render %s: %w", ex.ID, err)
+		return actions.Request{}, fmt.Errorf("render %s: %w", ex.ID, readFailure(err))
 	}
 	m, err := templateMachine(ev, ex.Vars, e.cfg.Now(), stepsEnv(ex.Steps[:min(index, len(ex.Steps))]))
 	if err != nil {
@@ -612,7 +612,7 @@ func (e *Engine) ruleSet(ctx context.Context, hash string) (*RuleSet, error) {
 	}
 	src, err := e.cfg.Store.RuleSet(ctx, hash)
 	if err != nil {
-		return nil, fmt.Errorf("rule set %s: %w", short(hash), err)
+		return nil, fmt.Errorf("rule set %s: %w", short(hash), readFailure(err))
 	}
 	rs, _, err = Parse(e.cfg.RulesPath, src, e.cfg.Getenv)
 	if err != nil {
@@ -625,6 +625,17 @@ func (e *Engine) ruleSet(ctx context.Context, hash string) (*RuleSet, error) {
 	e.remember(rs)
 	e.mu.Unlock()
 	return rs, nil
+}
+
+// readFailure marks a failed store read as alorules.ErrUnavailable unless
+// the record is not there: a store that is closing or failing now may
+// answer later, and a step must not fail for good for it, while a missing
+// record stays missing.
+func readFailure(err error) error {
+	if errors.Is(err, alorules.ErrNotFound) || errors.Is(err, alorules.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", alorules.ErrUnavailable, err)
 }
 
 // remember caches rs by hash, dropping the oldest beyond cacheSize. The

@@ -318,6 +318,71 @@ func TestEngineRecordsRenderErrors(t *testing.T) {
 	}
 }
 
+// TestEngineRenderStepFailures: RenderStep marks a failure that may pass
+// (a store that cannot be read now) as alorules.ErrUnavailable, so that
+// the runner retries it, and nothing else: a missing record or a template
+// that fails on the event stays a failure for good.
+func TestEngineRenderStepFailures(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "hostile.yaml"))
+	writeFile(t, rules, string(src))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second engine runs other rules: it must read e's from the store.
+	other := filepath.Join(dir, "other.yaml")
+	writeFile(t, other, "version: 1\nrules:\n  - name: other\n")
+	e2, err := New(Config{Store: st, RulesPath: other, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ingest(t, st, event(t, "hostile"))
+	exec := func(eventID string) *alorules.Execution {
+		return &alorules.Execution{ID: "ex-1", EventID: eventID, Rule: "bad-render", RuleSetHash: e.Current().Hash(),
+			Steps: []alorules.StepResult{{Index: 0, Kind: "http"}, {Index: 1, Kind: "http"}}}
+	}
+	tests := []struct {
+		name        string
+		e           *Engine
+		ex          *alorules.Execution
+		step        int
+		closed      bool
+		want        string
+		unavailable bool
+	}{
+		{"renders", e, exec(id), 0, false, "", false},
+		{"template fails on the event", e, exec(id), 1, false, "{{ event.action.missing.deeper }}", false},
+		{"event gone", e, exec("ev-gone"), 0, false, "not found", false},
+		{"event read, store closed", e, exec(id), 0, true, "store closed", true},
+		{"rule set read, store closed", e2, exec(id), 0, true, "store closed", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.closed {
+				if err := st.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := tt.e.RenderStep(context.Background(), tt.ex, tt.step)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("got %v, want no error", err)
+			case tt.want == "":
+				return
+			case err == nil || !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("got %v, want an error containing %q", err, tt.want)
+			}
+			if got := errors.Is(err, alorules.ErrUnavailable); got != tt.unavailable {
+				t.Errorf("got errors.Is(%v, ErrUnavailable) %v, want %v", err, got, tt.unavailable)
+			}
+		})
+	}
+}
+
 func TestEngineHotReload(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "alorules.db"))
