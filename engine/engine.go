@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -345,7 +346,11 @@ func (e *Engine) matchOne(ctx context.Context, ev *alorules.Event) error {
 // error the running rules stay, and the error (a *LoadError for rule
 // problems) is returned and kept for Status. For SIGHUP and
 // POST /-/reload; file changes reload on their own.
-func (e *Engine) Reload() error {
+func (e *Engine) Reload() error { return e.reload(false) }
+
+// reload is Reload; watched says the watcher asked, after the file
+// changed on disk.
+func (e *Engine) reload(watched bool) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	if e.cfg.RulesPath == "" {
@@ -354,6 +359,15 @@ func (e *Engine) Reload() error {
 	start := time.Now()
 	rs, failKey, err := e.load()
 	took := time.Since(start)
+	if watched && errors.Is(err, fs.ErrNotExist) {
+		// git checkout and some editors delete the file before they
+		// write it again: its absence is part of a change, not a
+		// failure to alarm anyone with. The running rules stay, and
+		// the file's return wakes the watcher again. Asked for by
+		// hand (SIGHUP, POST /-/reload), a missing file is an error.
+		e.log.Info("rules file is gone; keeping the running rules until it is back", "path", e.cfg.RulesPath)
+		return nil
+	}
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -512,7 +526,7 @@ func (e *Engine) watchLoop(ctx context.Context, w *fsnotify.Watcher) {
 			e.log.Error("watching the rules file", "path", e.cfg.RulesPath, "err", err)
 		case <-fire:
 			fire = nil
-			_ = e.Reload() // logged and kept for Status
+			_ = e.reload(true) // logged and kept for Status
 		}
 	}
 }

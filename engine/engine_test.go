@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -392,7 +395,15 @@ func TestEngineHotReload(t *testing.T) {
 		return "version: 1\nrules:\n  - name: rule-" + strings.Repeat("x", n) + "\n"
 	}
 	writeFile(t, rules, version(1))
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Debounce: 30 * time.Millisecond})
+	var logMu sync.Mutex
+	var logs bytes.Buffer
+	logged := func(msg string) bool {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Contains(logs.String(), msg)
+	}
+	log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Debounce: 30 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,15 +438,40 @@ func TestEngineHotReload(t *testing.T) {
 		waitHash("rename over", version(4))
 	})
 	t.Run("delete and recreate", func(t *testing.T) {
+		// git checkout deletes and recreates: no false alarm in between.
+		failed := e.Status().ReloadsFailed
 		if err := os.Remove(rules); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(60 * time.Millisecond) // let the removal be seen on its own
-		if got := e.Status().Hash; got != hashOf(version(4)) {
-			t.Errorf("got hash %s after delete, want the running rules kept", got)
+		waitFor(t, "the removal to be seen on its own", func() bool {
+			return logged("rules file is gone") || e.Status().ReloadsFailed > failed
+		})
+		s := e.Status()
+		if s.Hash != hashOf(version(4)) {
+			t.Errorf("got hash %s after delete, want the running rules kept", s.Hash)
+		}
+		if s.ReloadsFailed != failed || s.LastError != "" {
+			t.Errorf("after delete: got %d failed reloads (want %d) and last error %q (want none)", s.ReloadsFailed, failed, s.LastError)
 		}
 		writeFile(t, rules, version(5))
 		waitHash("recreate", version(5))
+		if s := e.Status(); s.ReloadsFailed != failed || s.LastError != "" {
+			t.Errorf("after recreate: got %d failed reloads (want %d) and last error %q", s.ReloadsFailed, failed, s.LastError)
+		}
+		// Asked for by hand, a missing file is an error all the same.
+		if err := os.Remove(rules); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Reload(); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("explicit reload of a missing file: got %v, want it to fail", err)
+		}
+		if s := e.Status(); s.ReloadsFailed != failed+1 || s.LastError == "" {
+			t.Errorf("explicit reload of a missing file: got %d failed reloads and last error %q, want it counted", s.ReloadsFailed, s.LastError)
+		}
+		writeFile(t, rules, version(5))
+		if err := e.Reload(); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("broken file keeps the old rules", func(t *testing.T) {
 		failed := e.Status().ReloadsFailed
