@@ -124,9 +124,10 @@ func cmdServe(ctx context.Context, args []string, cio cmdIO) int {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := app.engine.Reload(); err != nil {
-				log.Error("reload on SIGHUP failed; keeping the running rules", "err", err)
-			}
+			// Not logged here: the engine logs a failure once and keeps
+			// it for the status and metrics, and a line per signal
+			// would repeat the same broken file every time.
+			_ = app.engine.Reload()
 		}
 	}()
 	if err := app.Run(ctx); err != nil {
