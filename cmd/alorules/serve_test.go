@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,5 +63,30 @@ func TestSIGHUPFailureLoggedOnce(t *testing.T) {
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0], "reload failed") {
 		t.Errorf("got error lines %q, want one: the engine's reload failure", errs)
+	}
+}
+
+// TestReadyz: ready means rules loaded and a store that answers; a closed
+// store makes it 503 with the reason.
+func TestReadyz(t *testing.T) {
+	app := startApp(t, "version: 1\nrules:\n  - name: a\n", nil)
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + app.admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("got %d %q, want 200 ready", code, body)
+	}
+	if err := app.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(); code != http.StatusServiceUnavailable || body != "not ready: store closed\n" {
+		t.Errorf("with the store closed: got %d %q, want 503 not ready: store closed", code, body)
 	}
 }
