@@ -566,7 +566,9 @@ func (e *Engine) RenderStep(ctx context.Context, ex *alorules.Execution, index i
 	if t := specTimeout(spec); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d <= 0 {
-			return actions.Request{}, fmt.Errorf("rule %q: step %d (%s): timeout: bad duration %q", r.name, index+1, s.kind, t)
+			// The rendered text may hold a ${NAME} value, and
+			// simulations show this error to admin API callers.
+			return actions.Request{}, fmt.Errorf("rule %q: step %d (%s): timeout: bad duration %q", r.name, index+1, s.kind, rs.Secrets.String(t))
 		}
 		timeout = d
 	}

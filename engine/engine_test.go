@@ -386,6 +386,27 @@ func TestEngineRenderStepFailures(t *testing.T) {
 	}
 }
 
+// TestEngineRenderStepHidesSecrets: a templated step timeout is checked
+// only when rendered; its error must not show a ${NAME} value either.
+func TestEngineRenderStepHidesSecrets(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    do:\n      - http: { url: \"https://example.com/x\", timeout: \"{{ event.type }}${ALO_API_KEY}\" }\n")
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ingest(t, st, event(t, "action_created"))
+	ex := &alorules.Execution{ID: "ex-1", EventID: id, Rule: "a", RuleSetHash: e.Current().Hash(),
+		Steps: []alorules.StepResult{{Index: 0, Kind: "http"}}}
+	_, err = e.RenderStep(context.Background(), ex, 0)
+	if err == nil || !strings.Contains(err.Error(), `bad duration "action_created<secret>"`) || strings.Contains(err.Error(), testEnv["ALO_API_KEY"]) {
+		t.Errorf("got %v, want a bad duration with the secret redacted", err)
+	}
+}
+
 func TestEngineHotReload(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "alorules.db"))
