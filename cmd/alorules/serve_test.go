@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -67,12 +69,34 @@ func TestSIGHUPFailureLoggedOnce(t *testing.T) {
 }
 
 // TestReadyz: ready means rules loaded and a store that answers; a closed
-// store makes it 503 with the reason.
+// store makes it 503 with the reason. Only the listeners run: a runner
+// starting on a store the test closes would fail on its own.
 func TestReadyz(t *testing.T) {
-	app := startApp(t, "version: 1\nrules:\n  - name: a\n", nil)
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("version: 1\nrules:\n  - name: a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := serveConfig{Rules: rules, DB: filepath.Join(dir, "alorules.db"), Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		SigningSecrets: []string{e2eSecret}, Tolerance: time.Minute, MaxBody: 1 << 20, Workers: 1, LockTimeout: time.Second}
+	app, err := NewApp(cfg, slog.New(slog.DiscardHandler), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.store.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- app.web.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	_, admin := app.web.Addrs()
 	get := func() (int, string) {
 		t.Helper()
-		resp, err := http.Get("http://" + app.admin + "/readyz")
+		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
