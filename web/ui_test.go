@@ -459,6 +459,22 @@ func TestUIPlaygroundRules(t *testing.T) {
 			[]string{"<b>whole</b> matched 7 of 9"}},
 		{"an error on the user's line", "name: bad\non: [action_created]\nif: event.action?.x ==\n",
 			[]string{"The rules do not load", "Line 3", "if: event.action?.x =="}},
+		// The engine counts columns inside the expression; the page counts
+		// them on the line as pasted, and draws the caret there.
+		{"a column on the user's line", "name: bad\non: [action_created]\nif: event.action?.x == && true\n",
+			[]string{"Line 3, column 24: ", "if: event.action?.x == &amp;&amp; true\n" + strings.Repeat(" ", 23) + "^</pre>"}},
+		{"a column in a list item", "- name: bad\n  if: event.action?.x == && true\n",
+			[]string{"Line 2, column 26: ", "\n" + strings.Repeat(" ", 25) + "^</pre>"}},
+		{"a column in a double-quoted condition", "name: bad\nif: \"event.action?.x == \\\"a\\\" && && true\"\n",
+			[]string{"Line 2, column 34: ", "\n" + strings.Repeat(" ", 33) + "^</pre>"}},
+		{"a column in a single-quoted condition", "name: bad\nif: 'event.action?.x == ''a'' && && true'\n",
+			[]string{"Line 2, column 34: ", "\n" + strings.Repeat(" ", 33) + "^</pre>"}},
+		{"a column in a literal block", "name: bad\nif: |\n  event.action?.x == 1\n    && && true\n",
+			[]string{"Line 4, column 8: ", "\n" + strings.Repeat(" ", 7) + "^</pre>"}},
+		{"a column in a whole file", "version: 1\nrules:\n  - name: bad\n    unless: x ==\n    after: 1h\n    if: event.action?.x == && true\n",
+			[]string{"Line 4, column 16: ", "Line 6, column 28: ", "\n" + strings.Repeat(" ", 27) + "^</pre>"}},
+		{"a folded condition keeps the expression's column", "name: bad\nif: >\n  event.action?.x ==\n  && true\n",
+			[]string{"Line 3, column 20 of the expression: "}},
 		{"the prefilled example", e.admin.exampleRule(),
 			[]string{"<b>page-urgent</b> matched 5 of 9", "Freezer 3 alarm"}},
 		{"an unknown connection", "name: bad\ndo:\n  - http: { connection: nowhere, path: /x }\n",
@@ -701,5 +717,26 @@ func TestBackupClientThatStopsReading(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the store could not close within 10 s while a backup client stalled")
+	}
+}
+
+func TestCaret(t *testing.T) {
+	tests := []struct {
+		name, line string
+		col        int
+		want       string
+	}{
+		{"first column", "abc", 1, "^"},
+		{"inside", "abc", 3, "  ^"},
+		{"just past the end", "abc", 4, "   ^"},
+		{"tabs kept", "\ta\tb", 4, "\t \t^"},
+		{"a wide letter is one column", "é == x", 3, "  ^"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := caret(tc.line, tc.col); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
