@@ -206,8 +206,8 @@ func exprPosition(n *yaml.Node, lines []string, issueLine, col int) (line, colum
 
 // quotedColumn walks a quoted scalar that starts (with its quote) at
 // column start of line and returns the column where the col-th character
-// of its value is written, counting an escape ("\t", "”") as the one
-// character it stands for.
+// of its value is written, counting an escape (a backslash sequence, or
+// two single quotes) as the one character it stands for.
 func quotedColumn(line []rune, start int, double bool, col int) (int, bool) {
 	i := start // index of the first rune after the opening quote
 	for n := 1; i < len(line); n++ {
