@@ -190,6 +190,73 @@ func TestUIPaging(t *testing.T) {
 	}
 }
 
+// TestUIRefreshCarriesThePager: a list that refreshes itself gets its
+// pager from the same fragment as its rows, so that once new rows have come
+// in, "Older" starts right after the last row shown and no row ends up on
+// neither page.
+func TestUIRefreshCarriesThePager(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	e.seed()
+	c := e.client()
+	refreshRE := regexp.MustCompile(`data-refresh="([^"]+)"`)
+	olderRE := regexp.MustCompile(`href="([^"]+)" rel="next"`)
+	tests := []struct {
+		name, path string
+		idRE       *regexp.Regexp
+		add        func()
+	}{
+		{"events", "/events?limit=3", regexp.MustCompile(`href="/events/([A-Za-z0-9_-]{16,})"`),
+			func() { e.save(uiLowPayload, time.Now()) }},
+		{"executions", "/executions?limit=2", regexp.MustCompile(`href="/executions/([A-Za-z0-9_-]{16,})"`),
+			func() { e.ingest(uiUrgentPayload, time.Now()) }},
+	}
+	unescape := func(s string) string { return strings.ReplaceAll(s, "&amp;", "&") }
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ids := func(body string) (out []string) {
+				for _, m := range tc.idRE.FindAllStringSubmatch(body, -1) {
+					out = append(out, m[1])
+				}
+				return out
+			}
+			_, page := e.get(c, tc.path)
+			m := refreshRE.FindStringSubmatch(page)
+			if m == nil {
+				t.Fatalf("GET %s: got a first page without data-refresh", tc.path)
+			}
+			first := ids(page)
+			tc.add()
+			tc.add()
+			_, frag := e.get(c, unescape(m[1]))
+			rows := ids(frag)
+			if len(rows) == 0 {
+				t.Fatalf("got a refreshed list without rows:\n%s", frag)
+			}
+			o := olderRE.FindStringSubmatch(frag)
+			if o == nil {
+				t.Fatalf("got a refreshed list without its Older link:\n%s", frag)
+			}
+			older := unescape(o[1])
+			if want := "before=" + rows[len(rows)-1]; !strings.Contains(older, want) {
+				t.Errorf("got Older link %q, want it to start after the last row shown (%s)", older, want)
+			}
+			if strings.Contains(older, "partial") {
+				t.Errorf("got Older link %q, want a whole page", older)
+			}
+			_, next := e.get(c, older)
+			shown := map[string]bool{}
+			for _, id := range append(rows, ids(next)...) {
+				shown[id] = true
+			}
+			for _, id := range first {
+				if !shown[id] {
+					t.Errorf("got %s on neither the refreshed list nor the page after it", id)
+				}
+			}
+		})
+	}
+}
+
 func TestUIHeaders(t *testing.T) {
 	e := newUIEnv(t, uiOptions{})
 	s := e.seed()

@@ -1,6 +1,8 @@
 // alorules UI helpers. Every page works without this script; it only
 // (1) shows <time> elements in the viewer's zone with a relative time, and
-// (2) refreshes lists marked data-refresh by fetching their rows fragment.
+// (2) refreshes lists marked data-refresh by fetching their rows fragment,
+// which carries the pager too, so that "Older" always starts after the
+// last row shown.
 (function () {
   "use strict";
 
