@@ -429,9 +429,20 @@ type RulesView struct {
 	Stats map[string]*store.RuleStats `json:"stats"`
 }
 
-// RulesView gathers the loaded rules and their last 24 hours.
+// statsHours is how many hourly buckets "the last 24 hours" of a rule's
+// stats are: the current hour and the 23 before it.
+const statsHours = 24
+
+// statsSince is the start of the first of the statsHours buckets that end
+// with now's hour. Counting from now-24h instead would start inside an
+// hour and count a 25th bucket, most of it older than 24 hours.
+func statsSince(now time.Time) time.Time {
+	return now.UTC().Truncate(time.Hour).Add(-(statsHours - 1) * time.Hour)
+}
+
+// RulesView gathers the loaded rules and their last 24 hourly buckets.
 func (a *Admin) RulesView(ctx context.Context) (RulesView, error) {
-	st, err := a.Store.RuleStats(ctx, a.now().Add(-24*time.Hour))
+	st, err := a.Store.RuleStats(ctx, statsSince(a.now()))
 	if err != nil {
 		return RulesView{}, err
 	}

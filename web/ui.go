@@ -51,6 +51,7 @@ func mustParsePages(fsys fs.FS) map[string]*template.Template {
 var templateFuncs = template.FuncMap{
 	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") + " UTC" },
+	"utcHour": func(t time.Time) string { return t.UTC().Format("Jan 2 15:00") + " UTC" },
 	"short":   shortHash,
 	"dur":     formatDuration,
 	"join":    strings.Join,
