@@ -45,7 +45,7 @@ func TestUIPages(t *testing.T) {
 	}{
 		{"dashboard", "/", 200,
 			[]string{"page-urgent", "status-done", "record-created", `event.action?.priority == &#34;Urgent&#34;`,
-				"<svg class=\"chart\"", `action="/ui/reload"`, strconv.Itoa(today) + "</span> events today", "waiting to run", "rules.yaml"},
+				"<svg class=\"chart\"", `action="/ui/reload"`, `<title data-hour="`, `" data-text=": 0 hits, 0 failures">`, ` UTC: 0 hits, 0 failures</title>`, strconv.Itoa(today) + "</span> events today", "waiting to run", "rules.yaml"},
 			nil},
 		{"executions", "/executions", 200,
 			[]string{s.failed.ID, s.succeeded.ID, s.queued[2].ID, "http 400: target says no", `data-refresh="/executions?partial=1"`},
@@ -432,6 +432,17 @@ func TestUIRetry(t *testing.T) {
 	_, body := e.get(c, "/executions/"+s.failed.ID)
 	if !strings.Contains(body, "Retry queued") || strings.Contains(body, "Retry</button>") {
 		t.Errorf("got a page without the flash or with a Retry button:\n%s", body)
+	}
+	// Its time is a <time> like the others: UTC as sent, local with the
+	// script.
+	ex, err = e.st.Execution(context.Background(), s.failed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := ex.NextAttemptAt.UTC()
+	if want := `Retry queued at <time datetime="` + at.Format(time.RFC3339) + `">` + at.Format("2006-01-02 15:04:05") +
+		` UTC</time>: failed steps run again`; !strings.Contains(body, want) {
+		t.Errorf("got a flash without %q:\n%s", want, body)
 	}
 	// The flash shows once.
 	if _, body = e.get(c, "/executions/"+s.failed.ID); strings.Contains(body, "Retry queued") {
