@@ -129,17 +129,34 @@ func queryLimit(c echo.Context) (int, error) {
 // otherwise find nothing. What the user typed is shown as typed.
 func storedType(t string) string { return alo.NormalizeType(t) }
 
+// EventFilter reads the events list's query parameters, for the API and
+// the page alike.
+func EventFilter(c echo.Context) (store.EventFilter, error) {
+	f := store.EventFilter{Type: storedType(c.QueryParam("type")), Before: c.QueryParam("before"),
+		Unmatched: c.QueryParam("unmatched") == "true", Rule: c.QueryParam("rule"), Outcome: c.QueryParam("outcome")}
+	var err error
+	if f.Limit, err = queryLimit(c); err != nil {
+		return f, err
+	}
+	if f.Since, err = parseTimeParam(c, "since"); err != nil {
+		return f, err
+	}
+	// Outcome qualifies rule and is ignored without it, as the page's
+	// form always sends one.
+	switch f.Outcome {
+	case "", store.RuleMatched, store.RuleFailed:
+	default:
+		return f, echo.NewHTTPError(http.StatusBadRequest, "outcome: want matched (the rule's hits) or failure (its failures)")
+	}
+	return f, nil
+}
+
 func (a *Admin) listEvents(c echo.Context) error {
-	limit, err := queryLimit(c)
+	f, err := EventFilter(c)
 	if err != nil {
 		return err
 	}
-	evs, next, err := a.Store.Events(c.Request().Context(), store.EventFilter{
-		Type:      storedType(c.QueryParam("type")),
-		Before:    c.QueryParam("before"),
-		Limit:     limit,
-		Unmatched: c.QueryParam("unmatched") == "true",
-	})
+	evs, next, err := a.Store.Events(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}

@@ -257,6 +257,71 @@ func TestUIRefreshCarriesThePager(t *testing.T) {
 	}
 }
 
+// TestUIDashboardCountsLinkToWhatTheyCount: each rule's "N hits" and "N
+// failures" lead to a list of exactly N events: the events it matched
+// (steps or not), and those its condition failed on or an execution of it
+// failed for.
+func TestUIDashboardCountsLinkToWhatTheyCount(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	s := e.seed()
+	c := e.client()
+	_, dash := e.get(c, "/")
+	linkRE := regexp.MustCompile(`<a href="(/events\?rule=([^&"]+)&amp;outcome=(matched|failure)&amp;since=[^"]+)"[^>]*>(\d+) (?:hits?|failures?)</a>`)
+	rowRE := regexp.MustCompile(`class="c-first"><a href="/events/([^"]+)"`)
+	got := map[string][]string{} // rule and outcome -> the events listed
+	for _, m := range linkRE.FindAllStringSubmatch(dash, -1) {
+		path := strings.ReplaceAll(m[1], "&amp;", "&")
+		code, body := e.get(c, path)
+		if code != 200 {
+			t.Fatalf("GET %s: got %d, want 200", path, code)
+		}
+		var ids []string
+		for _, r := range rowRE.FindAllStringSubmatch(body, -1) {
+			ids = append(ids, r[1])
+		}
+		if n, _ := strconv.Atoi(m[4]); len(ids) != n {
+			t.Errorf("%s %s: the dashboard says %d, got %d events listed by %s", m[2], m[3], n, len(ids), path)
+		}
+		got[m[2]+" "+m[3]] = ids
+	}
+	created := []string{s.xss.ID, s.queued[2].EventID, s.queued[1].EventID, s.queued[0].EventID, s.low.ID, s.urgent.ID}
+	tests := []struct {
+		name string
+		want []string
+	}{
+		// No steps: it has hits, and no execution to show for them.
+		{"record-created matched", created},
+		{"record-created failure", nil},
+		{"page-urgent matched", []string{s.xss.ID, s.queued[2].EventID, s.queued[1].EventID, s.queued[0].EventID, s.urgent.ID}},
+		// A failed execution.
+		{"page-urgent failure", []string{s.urgent.ID}},
+		// Condition errors, and no hit.
+		{"title-check matched", nil},
+		{"title-check failure", created},
+		{"status-done matched", []string{s.done.ID}},
+		{"status-done failure", nil},
+	}
+	for _, tc := range tests {
+		ids, ok := got[tc.name]
+		if !ok {
+			t.Errorf("%s: got no link on the dashboard", tc.name)
+			continue
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: got events %v, want %v", tc.name, ids, tc.want)
+		}
+	}
+	// The failures list says why for each event.
+	_, body := e.get(c, "/events?rule=page-urgent&outcome=failure")
+	if want := `<a href="/executions/` + s.failed.ID + `"><span class="badge s-failed">failed</span></a>`; !strings.Contains(body, want) {
+		t.Errorf("got a failures list without the failed execution %q", want)
+	}
+	_, body = e.get(c, "/events?rule=title-check&outcome=failure")
+	if !strings.Contains(body, `<span class="badge o-error">error</span> <span class="err">`) {
+		t.Error("got a failures list without the condition's error")
+	}
+}
+
 func TestUIHeaders(t *testing.T) {
 	e := newUIEnv(t, uiOptions{})
 	s := e.seed()
