@@ -105,6 +105,14 @@ func Open(path string, opt Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// A read-only open builds and writes nothing: the file is looked at as
+	// it is.
+	if !opt.ReadOnly {
+		if err := backfillRuleEvents(db); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
 	s := &Store{
 		db:    db,
 		path:  path,
@@ -133,6 +141,10 @@ func initSchema(tx *bolt.Tx) error {
 	meta := tx.Bucket(bMeta)
 	v := meta.Get([]byte("schema_version"))
 	if v == nil && tx.Writable() {
+		// A new file: every match will be indexed as it is saved.
+		if err := meta.Put([]byte(metaRuleEvents), []byte("1")); err != nil {
+			return err
+		}
 		return meta.Put([]byte("schema_version"), []byte(strconv.Itoa(schemaVersion)))
 	}
 	n, err := strconv.Atoi(string(v))
