@@ -56,14 +56,15 @@ soak:
 	ALORULES_SOAK=1 $(GO) test -count=1 -timeout 25m -v -run '^(TestLoad|TestCrashRecovery)$$' ./cmd/alorules
 
 # Each fuzz target for a fixed number of inputs (about 15 s each here): the
-# webhook body check, the verifier, the JSON decoder the rules see, and the
-# Slack template renderer. Counts, not durations: with a -fuzztime
+# webhook body check, the whole webhook handler with signatures, the
+# verifier, the JSON decoder the rules see, and the template renderer
+# (Slack text; URL path, query, header and json: destinations). Counts, not durations: with a -fuzztime
 # duration, Go 1.26's coordinator can fail a clean run with "context
 # deadline exceeded" at the deadline (go.dev/issue/75804, fixed in 1.27).
 # Minimizing each new interesting input may take a minute by default,
 # which would eat a short run; a failing input is still saved in
 # testdata/fuzz.
-FUZZ_TARGETS := ./web:FuzzCheckBody:50000 ./alo:FuzzVerify:100000 ./engine:FuzzDecodeJSON:50000 ./engine:FuzzSlackText:50000
+FUZZ_TARGETS := ./web:FuzzCheckBody:50000 ./web:FuzzIngest:30000 ./alo:FuzzVerify:100000 ./engine:FuzzDecodeJSON:50000 ./engine:FuzzSlackText:50000 ./engine:FuzzTemplateDestinations:50000
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; n=$${rest#*:}; \

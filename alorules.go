@@ -25,6 +25,10 @@ var (
 	ErrNotFound    = errors.New("not found")
 	ErrStoreClosed = errors.New("store closed")
 	ErrConflict    = errors.New("conflict")
+	// ErrUnavailable marks a failure that may pass on its own, such as a
+	// store that cannot be read right now: try again later rather than
+	// give up.
+	ErrUnavailable = errors.New("temporarily unavailable")
 )
 
 // Event is one webhook delivery accepted from ALO, stored exactly as received.

@@ -567,8 +567,16 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 			return r.interrupted(st), 0
 		}
 		st.Duration = time.Since(start)
-		st.Status = alorules.StatusFailed
 		st.Error = "render: " + err.Error()
+		// A store that could not be read now may answer later: retry
+		// under the rule's policy, as for a network error.
+		if errors.Is(err, alorules.ErrUnavailable) && st.Attempts < max(ex.Retry.Attempts, 1) {
+			st.Status = alorules.StatusRetrying
+			delay := Delay(ex.Retry, st.Attempts, 0)
+			log.Info("step will retry", "kind", st.Kind, "delay", delay, "err", st.Error)
+			return stepRetrying, delay
+		}
+		st.Status = alorules.StatusFailed
 		log.Warn("step failed", "kind", st.Kind, "err", st.Error)
 		return stepFailed, 0
 	}

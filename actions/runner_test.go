@@ -297,6 +297,43 @@ func TestRunnerRenderErrorFailsStep(t *testing.T) {
 	}
 }
 
+// TestRunnerRetriesUnavailableRender: a render that failed because the
+// store could not be read (alorules.ErrUnavailable) waits and tries again
+// under the retry policy instead of failing the step for good.
+func TestRunnerRetriesUnavailableRender(t *testing.T) {
+	s, _ := newStore(t)
+	clock := newClock()
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) { io.WriteString(w, "{}") })
+	var renders atomic.Int32
+	rnd := &testRenderer{rules: map[string][]func(*alorules.Execution) (Request, error){
+		"r": {func(*alorules.Execution) (Request, error) {
+			if renders.Add(1) == 1 {
+				return Request{}, fmt.Errorf("render x: %w: event ev1: disk I/O error", alorules.ErrUnavailable)
+			}
+			return Request{Kind: KindHTTP, Spec: &HTTP{Connection: "t", JSON: map[string]any{}}, Conn: httpConn(tg.URL)}, nil
+		}},
+	}}
+	policy := alorules.RetryPolicy{Attempts: 3, Backoff: 10 * time.Second, MaxBackoff: time.Minute}
+	ex := newExecution("r", "ev1", []string{KindHTTP}, nil, policy, clock.Now())
+	addExecutions(t, s, ex)
+	r, _ := startRunner(t, RunnerConfig{Store: s, Renderer: rnd, Now: clock.Now})
+
+	got := waitExecution(t, s, ex.ID, hasStatus(alorules.StatusRetrying))
+	want := "render: render x: temporarily unavailable: event ev1: disk I/O error"
+	if st := got.Steps[0]; st.Status != alorules.StatusRetrying || st.Attempts != 1 || st.Error != want {
+		t.Errorf("got step %s after %d attempts with %q, want retrying after 1 with %q", st.Status, st.Attempts, st.Error, want)
+	}
+	if wait := got.NextAttemptAt.Sub(clock.Now()); wait < 5*time.Second || wait > 10*time.Second {
+		t.Errorf("got next attempt in %s, want within [5s, 10s] as the policy says", wait)
+	}
+	clock.Advance(10 * time.Second)
+	r.Notify()
+	got = waitExecution(t, s, ex.ID, hasStatus(alorules.StatusSucceeded))
+	if st := got.Steps[0]; st.Attempts != 2 || st.Error != "" || len(tg.requests()) != 1 {
+		t.Errorf("got %d attempts, error %q, %d requests, want 2, none and 1", st.Attempts, st.Error, len(tg.requests()))
+	}
+}
+
 // TestRunnerRetriesWaitInStore: a retry is a queued record with its due
 // time, not a sleeping goroutine. The first runner records the retry and
 // stops; a second runner on the reopened file makes the next attempt once

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -345,7 +346,11 @@ func (e *Engine) matchOne(ctx context.Context, ev *alorules.Event) error {
 // error the running rules stay, and the error (a *LoadError for rule
 // problems) is returned and kept for Status. For SIGHUP and
 // POST /-/reload; file changes reload on their own.
-func (e *Engine) Reload() error {
+func (e *Engine) Reload() error { return e.reload(false) }
+
+// reload is Reload; watched says the watcher asked, after the file
+// changed on disk.
+func (e *Engine) reload(watched bool) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	if e.cfg.RulesPath == "" {
@@ -354,6 +359,15 @@ func (e *Engine) Reload() error {
 	start := time.Now()
 	rs, failKey, err := e.load()
 	took := time.Since(start)
+	if watched && errors.Is(err, fs.ErrNotExist) {
+		// git checkout and some editors delete the file before they
+		// write it again: its absence is part of a change, not a
+		// failure to alarm anyone with. The running rules stay, and
+		// the file's return wakes the watcher again. Asked for by
+		// hand (SIGHUP, POST /-/reload), a missing file is an error.
+		e.log.Info("rules file is gone; keeping the running rules until it is back", "path", e.cfg.RulesPath)
+		return nil
+	}
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -512,7 +526,7 @@ func (e *Engine) watchLoop(ctx context.Context, w *fsnotify.Watcher) {
 			e.log.Error("watching the rules file", "path", e.cfg.RulesPath, "err", err)
 		case <-fire:
 			fire = nil
-			_ = e.Reload() // logged and kept for Status
+			_ = e.reload(true) // logged and kept for Status
 		}
 	}
 }
@@ -537,7 +551,7 @@ func (e *Engine) RenderStep(ctx context.Context, ex *alorules.Execution, index i
 	s := r.steps[index]
 	ev, err := e.cfg.Store.Event(ctx, ex.EventID)
 	if err != nil {
-		return actions.Request{}, fmt.Errorf("render %s: %w", ex.ID, err)
+		return actions.Request{}, fmt.Errorf("render %s: %w", ex.ID, readFailure(err))
 	}
 	m, err := templateMachine(ev, ex.Vars, e.cfg.Now(), stepsEnv(ex.Steps[:min(index, len(ex.Steps))]))
 	if err != nil {
@@ -552,7 +566,9 @@ func (e *Engine) RenderStep(ctx context.Context, ex *alorules.Execution, index i
 	if t := specTimeout(spec); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d <= 0 {
-			return actions.Request{}, fmt.Errorf("rule %q: step %d (%s): timeout: bad duration %q", r.name, index+1, s.kind, t)
+			// The rendered text may hold a ${NAME} value, and
+			// simulations show this error to admin API callers.
+			return actions.Request{}, fmt.Errorf("rule %q: step %d (%s): timeout: bad duration %q", r.name, index+1, s.kind, rs.Secrets.String(t))
 		}
 		timeout = d
 	}
@@ -612,7 +628,7 @@ func (e *Engine) ruleSet(ctx context.Context, hash string) (*RuleSet, error) {
 	}
 	src, err := e.cfg.Store.RuleSet(ctx, hash)
 	if err != nil {
-		return nil, fmt.Errorf("rule set %s: %w", short(hash), err)
+		return nil, fmt.Errorf("rule set %s: %w", short(hash), readFailure(err))
 	}
 	rs, _, err = Parse(e.cfg.RulesPath, src, e.cfg.Getenv)
 	if err != nil {
@@ -625,6 +641,17 @@ func (e *Engine) ruleSet(ctx context.Context, hash string) (*RuleSet, error) {
 	e.remember(rs)
 	e.mu.Unlock()
 	return rs, nil
+}
+
+// readFailure marks a failed store read as alorules.ErrUnavailable unless
+// the record is not there: a store that is closing or failing now may
+// answer later, and a step must not fail for good for it, while a missing
+// record stays missing.
+func readFailure(err error) error {
+	if errors.Is(err, alorules.ErrNotFound) || errors.Is(err, alorules.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", alorules.ErrUnavailable, err)
 }
 
 // remember caches rs by hash, dropping the oldest beyond cacheSize. The

@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -273,6 +276,137 @@ func TestEngineRenderStep(t *testing.T) {
 	}
 }
 
+// TestEngineRecordsRenderErrors: a step that cannot render at match time
+// carries the error on the stored execution, naming rule and step, and
+// the runner's render fails with the same words.
+func TestEngineRecordsRenderErrors(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "hostile.yaml"))
+	writeFile(t, rules, string(src))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, e)
+	id := ingest(t, st, event(t, "hostile"))
+	e.Notify()
+	waitMatch(t, st, id)
+	execs, err := st.EventExecutions(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex *alorules.Execution
+	for _, x := range execs {
+		if x.Rule == "bad-render" {
+			ex = x
+		}
+	}
+	if ex == nil || len(ex.Steps) != 2 {
+		t.Fatalf("got executions %+v, want one of bad-render with two steps", execs)
+	}
+	if st := ex.Steps[0]; st.Error != "" || st.Request == nil {
+		t.Errorf("first step: got error %q and request %s, want it rendered", st.Error, st.Request)
+	}
+	want := `render: rule "bad-render": step 2 (http): {{ event.action.missing.deeper }}: `
+	got := ex.Steps[1]
+	if !strings.HasPrefix(got.Error, want) || got.Request != nil || got.Status != alorules.StatusQueued {
+		t.Errorf("second step: got %s with error %q and request %s, want queued with an error starting %q", got.Status, got.Error, got.Request, want)
+	}
+	_, rerr := e.RenderStep(context.Background(), ex, 1)
+	if rerr == nil || "render: "+rerr.Error() != got.Error {
+		t.Errorf("got RenderStep error %v, want the recorded %q", rerr, got.Error)
+	}
+}
+
+// TestEngineRenderStepFailures: RenderStep marks a failure that may pass
+// (a store that cannot be read now) as alorules.ErrUnavailable, so that
+// the runner retries it, and nothing else: a missing record or a template
+// that fails on the event stays a failure for good.
+func TestEngineRenderStepFailures(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "hostile.yaml"))
+	writeFile(t, rules, string(src))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second engine runs other rules: it must read e's from the store.
+	other := filepath.Join(dir, "other.yaml")
+	writeFile(t, other, "version: 1\nrules:\n  - name: other\n")
+	e2, err := New(Config{Store: st, RulesPath: other, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ingest(t, st, event(t, "hostile"))
+	exec := func(eventID string) *alorules.Execution {
+		return &alorules.Execution{ID: "ex-1", EventID: eventID, Rule: "bad-render", RuleSetHash: e.Current().Hash(),
+			Steps: []alorules.StepResult{{Index: 0, Kind: "http"}, {Index: 1, Kind: "http"}}}
+	}
+	tests := []struct {
+		name        string
+		e           *Engine
+		ex          *alorules.Execution
+		step        int
+		closed      bool
+		want        string
+		unavailable bool
+	}{
+		{"renders", e, exec(id), 0, false, "", false},
+		{"template fails on the event", e, exec(id), 1, false, "{{ event.action.missing.deeper }}", false},
+		{"event gone", e, exec("ev-gone"), 0, false, "not found", false},
+		{"event read, store closed", e, exec(id), 0, true, "store closed", true},
+		{"rule set read, store closed", e2, exec(id), 0, true, "store closed", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.closed {
+				if err := st.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := tt.e.RenderStep(context.Background(), tt.ex, tt.step)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("got %v, want no error", err)
+			case tt.want == "":
+				return
+			case err == nil || !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("got %v, want an error containing %q", err, tt.want)
+			}
+			if got := errors.Is(err, alorules.ErrUnavailable); got != tt.unavailable {
+				t.Errorf("got errors.Is(%v, ErrUnavailable) %v, want %v", err, got, tt.unavailable)
+			}
+		})
+	}
+}
+
+// TestEngineRenderStepHidesSecrets: a templated step timeout is checked
+// only when rendered; its error must not show a ${NAME} value either.
+func TestEngineRenderStepHidesSecrets(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	defer st.Close()
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    do:\n      - http: { url: \"https://example.com/x\", timeout: \"{{ event.type }}${ALO_API_KEY}\" }\n")
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ingest(t, st, event(t, "action_created"))
+	ex := &alorules.Execution{ID: "ex-1", EventID: id, Rule: "a", RuleSetHash: e.Current().Hash(),
+		Steps: []alorules.StepResult{{Index: 0, Kind: "http"}}}
+	_, err = e.RenderStep(context.Background(), ex, 0)
+	if err == nil || !strings.Contains(err.Error(), `bad duration "action_created<secret>"`) || strings.Contains(err.Error(), testEnv["ALO_API_KEY"]) {
+		t.Errorf("got %v, want a bad duration with the secret redacted", err)
+	}
+}
+
 func TestEngineHotReload(t *testing.T) {
 	dir := t.TempDir()
 	st := openStore(t, filepath.Join(dir, "alorules.db"))
@@ -282,7 +416,15 @@ func TestEngineHotReload(t *testing.T) {
 		return "version: 1\nrules:\n  - name: rule-" + strings.Repeat("x", n) + "\n"
 	}
 	writeFile(t, rules, version(1))
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Debounce: 30 * time.Millisecond})
+	var logMu sync.Mutex
+	var logs bytes.Buffer
+	logged := func(msg string) bool {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Contains(logs.String(), msg)
+	}
+	log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv, Debounce: 30 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,15 +459,40 @@ func TestEngineHotReload(t *testing.T) {
 		waitHash("rename over", version(4))
 	})
 	t.Run("delete and recreate", func(t *testing.T) {
+		// git checkout deletes and recreates: no false alarm in between.
+		failed := e.Status().ReloadsFailed
 		if err := os.Remove(rules); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(60 * time.Millisecond) // let the removal be seen on its own
-		if got := e.Status().Hash; got != hashOf(version(4)) {
-			t.Errorf("got hash %s after delete, want the running rules kept", got)
+		waitFor(t, "the removal to be seen on its own", func() bool {
+			return logged("rules file is gone") || e.Status().ReloadsFailed > failed
+		})
+		s := e.Status()
+		if s.Hash != hashOf(version(4)) {
+			t.Errorf("got hash %s after delete, want the running rules kept", s.Hash)
+		}
+		if s.ReloadsFailed != failed || s.LastError != "" {
+			t.Errorf("after delete: got %d failed reloads (want %d) and last error %q (want none)", s.ReloadsFailed, failed, s.LastError)
 		}
 		writeFile(t, rules, version(5))
 		waitHash("recreate", version(5))
+		if s := e.Status(); s.ReloadsFailed != failed || s.LastError != "" {
+			t.Errorf("after recreate: got %d failed reloads (want %d) and last error %q", s.ReloadsFailed, failed, s.LastError)
+		}
+		// Asked for by hand, a missing file is an error all the same.
+		if err := os.Remove(rules); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Reload(); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("explicit reload of a missing file: got %v, want it to fail", err)
+		}
+		if s := e.Status(); s.ReloadsFailed != failed+1 || s.LastError == "" {
+			t.Errorf("explicit reload of a missing file: got %d failed reloads and last error %q, want it counted", s.ReloadsFailed, s.LastError)
+		}
+		writeFile(t, rules, version(5))
+		if err := e.Reload(); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("broken file keeps the old rules", func(t *testing.T) {
 		failed := e.Status().ReloadsFailed

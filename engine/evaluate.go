@@ -457,9 +457,12 @@ func (rs *RuleSet) execution(m *machine, r *rule, ev *alorules.Event, now time.T
 		if !s.usesSteps {
 			// The record only: the runner renders again through the
 			// spec and validates, so matching skips that part of the
-			// cost. A step that cannot render is left without one and
-			// fails, with the message, when it runs.
-			if v, err := s.tree.render(m); err == nil {
+			// cost. A step that cannot render carries the error now,
+			// so that the match shows why, in the words the runner
+			// will use when it fails the step.
+			if v, err := s.tree.render(m); err != nil {
+				sr.Error = "render: " + rs.Secrets.String(stepError(r, s, err).Error())
+			} else {
 				sr.Request = redactedJSON(v, rs.jsonSecrets)
 			}
 		}
@@ -472,9 +475,7 @@ func (rs *RuleSet) execution(m *machine, r *rule, ev *alorules.Event, now time.T
 // strict decode into the spec -> the spec's validation against its
 // connection. Errors name the rule and the step (counted from 1).
 func (rs *RuleSet) renderSpec(m *machine, r *rule, s *step) (actions.Spec, error) {
-	fail := func(err error) (actions.Spec, error) {
-		return nil, fmt.Errorf("rule %q: step %d (%s): %w", r.name, s.index+1, s.kind, err)
-	}
+	fail := func(err error) (actions.Spec, error) { return nil, stepError(r, s, err) }
 	v, err := s.tree.render(m)
 	if err != nil {
 		return fail(err)
@@ -490,6 +491,11 @@ func (rs *RuleSet) renderSpec(m *machine, r *rule, s *step) (actions.Spec, error
 		return fail(err)
 	}
 	return spec, nil
+}
+
+// stepError names the rule and the step (counted from 1) in a render error.
+func stepError(r *rule, s *step, err error) error {
+	return fmt.Errorf("rule %q: step %d (%s): %w", r.name, s.index+1, s.kind, err)
 }
 
 // redactedJSON is a rendered step as recorded: JSON with every secret

@@ -255,8 +255,9 @@ func Parse(file string, src []byte, getenv func(string) string) (*RuleSet, []Iss
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}, fast: newFastCompiler()}
+	p := &parser{is: issues{file: file}, getenv: getenv, names: map[string]int{}, broken: map[string]bool{}, fast: newFastCompiler()}
 	rs := p.parse(src)
+	p.redactIssues()
 	sortIssues(p.is.errs)
 	sortIssues(p.is.warnings)
 	if len(p.is.errs) > 0 {
@@ -271,11 +272,28 @@ type parser struct {
 	getenv  func(string) string
 	secrets []string
 	rs      *RuleSet
-	names   map[string]int // every rule name seen, with its line
-	fast    *fastCompiler
-	def     struct {
+	// broken are the connections defined with errors: their users do
+	// not report them again as unknown.
+	broken map[string]bool
+	names  map[string]int // every rule name seen, with its line
+	fast   *fastCompiler
+	def    struct {
 		retry   alorules.RetryPolicy
 		timeout time.Duration
+	}
+}
+
+// redactIssues hides every ${NAME} value in the messages found. Messages
+// quote values as written in the file, so this is a second line of
+// defence: candidate rules sent to the admin API are expanded with the
+// server's environment, and an error that echoed an expanded value would
+// hand its secrets to whoever sent them.
+func (p *parser) redactIssues() {
+	red := alorules.NewRedactor(p.secrets...)
+	for _, list := range [][]Issue{p.is.errs, p.is.warnings} {
+		for i := range list {
+			list[i].Msg = red.String(list[i].Msg)
+		}
 	}
 }
 
@@ -663,29 +681,37 @@ func (p *parser) retry(n *yaml.Node, rule, field string, base alorules.RetryPoli
 
 func (p *parser) connections(n *yaml.Node) {
 	es, _ := p.entries(n, "", "connections", nil)
-	connType := reflect.TypeFor[actions.Connection]()
 	for _, e := range es {
-		field := "connections." + e.key
-		before := len(p.secrets)
-		nerr := len(p.is.errs)
-		tree := p.build(e.v, connType, bctx{field: field})
-		if len(p.is.errs) > nerr {
-			continue
+		if c := p.connection(e); c != nil {
+			p.rs.Connections[e.key] = c
+		} else {
+			p.broken[e.key] = true
 		}
-		var c actions.Connection
-		if err := decodeStrict(tree.placeholder(), &c); err != nil {
-			p.is.errorf(e.v.Line, "", field, "%v", err)
-			continue
-		}
-		c.Name = e.key
-		c.Secrets = slices.Clone(p.secrets[before:])
-		c.Redact = alorules.NewRedactor(c.Secrets...)
-		if err := c.Validate(); err != nil {
-			p.is.errorf(e.v.Line, "", field, "%v", err)
-			continue
-		}
-		p.rs.Connections[e.key] = &c
 	}
+}
+
+// connection builds one connection; nil when it has errors (recorded).
+func (p *parser) connection(e entry) *actions.Connection {
+	field := "connections." + e.key
+	before := len(p.secrets)
+	nerr := len(p.is.errs)
+	tree := p.build(e.v, reflect.TypeFor[actions.Connection](), bctx{field: field})
+	if len(p.is.errs) > nerr {
+		return nil
+	}
+	var c actions.Connection
+	if err := decodeStrict(tree.placeholder(), &c); err != nil {
+		p.is.errorf(e.v.Line, "", field, "%v", err)
+		return nil
+	}
+	c.Name = e.key
+	c.Secrets = slices.Clone(p.secrets[before:])
+	c.Redact = alorules.NewRedactor(c.Secrets...)
+	if err := c.Validate(); err != nil {
+		p.is.errorf(e.v.Line, "", field, "%v", err)
+		return nil
+	}
+	return &c
 }
 
 func (p *parser) rules(n *yaml.Node) {
@@ -1112,10 +1138,18 @@ func (p *parser) stepSpec(r *rule, s *step, n *yaml.Node, field string, earlier 
 		case tconst:
 			name, _ := c.v.(string)
 			conn, ok := p.rs.Connections[name]
-			if !ok {
-				msg := fmt.Sprintf("unknown connection %q", name)
-				if sg := suggest(name, mapKeys(p.rs.Connections)); sg != "" {
-					msg += fmt.Sprintf(", did you mean %q?", sg)
+			if !ok && !p.broken[name] {
+				// The name as written: after ${NAME} expansion it may
+				// hold a secret, and a hint near it would hint at it.
+				raw := rawValue(n, "connection")
+				msg := fmt.Sprintf("unknown connection %q", raw)
+				if raw == name {
+					// Broken connections are defined too: a typo
+					// of one is worth pointing at.
+					names := append(mapKeys(p.rs.Connections), mapKeys(p.broken)...)
+					if sg := suggest(name, names); sg != "" {
+						msg += fmt.Sprintf(", did you mean %q?", sg)
+					}
 				}
 				p.is.errorf(line, r.name, field+".connection", "%s", msg)
 			}
@@ -1150,7 +1184,7 @@ func (p *parser) stepSpec(r *rule, s *step, n *yaml.Node, field string, earlier 
 		if ts, _ := tn.v.(string); ts != "" {
 			d, err := time.ParseDuration(ts)
 			if err != nil || d <= 0 {
-				p.is.errorf(valueLine(n, "timeout"), r.name, field+".timeout", "bad duration %q: want a positive duration such as 10s or 5m", ts)
+				p.is.errorf(valueLine(n, "timeout"), r.name, field+".timeout", "bad duration %q: want a positive duration such as 10s or 5m", rawValue(n, "timeout"))
 			}
 			s.timeout = d
 		}
@@ -1172,6 +1206,15 @@ func valueLine(n *yaml.Node, key string) int {
 		return v.Line
 	}
 	return n.Line
+}
+
+// rawValue is the text of key's value in mapping n as written, before
+// ${NAME} expansion: what an error may quote without revealing a secret.
+func rawValue(n *yaml.Node, key string) string {
+	if v := mapValue(n, key); v != nil {
+		return v.Value
+	}
+	return ""
 }
 
 // mapValue is the first value of key in mapping n, or nil.

@@ -44,6 +44,13 @@ func TestParseErrors(t *testing.T) {
 			`connection_bad_url.yaml:6: connections.tickets: http: base_url must start with https:// or http://`,
 			`connection_bad_url.yaml:8: connections.alo: alo: base_url has no host`,
 		}},
+		// A connection that is defined but broken is reported once, not
+		// again as "unknown" by every step that uses it.
+		{"broken_connection_users.yaml", []string{
+			`broken_connection_users.yaml:4: connections.ops-slack.slack.webhook_url: environment variable SLACK_MISSING is not set`,
+			`broken_connection_users.yaml:6: connections.tickets: http: base_url must start with https:// or http://`,
+			`broken_connection_users.yaml:15: rule "remind": do[1].slack.connection: unknown connection "ops-slak", did you mean "ops-slack"?`,
+		}},
 		{"connection_kind_mismatch.yaml", []string{`connection_kind_mismatch.yaml:8: rule "a": do[0].slack: slack: connection "tickets" is not a slack connection`}},
 		{"step_ref_not_earlier.yaml", []string{`step_ref_not_earlier.yaml:7: rule "a": do[0].http.json.ticket: steps.ticket: no earlier step in this rule has id "ticket"`}},
 		{"if_unknown_name.yaml", []string{`if_unknown_name.yaml:5: rule "page-oncall": if: unknown name "evnt", did you mean "event"? (column 1)`}},
@@ -235,5 +242,86 @@ rules:
 	res := Test(rs, rawEvent(t, `{"type":"action_created"}`), time.Now())
 	if got := string(res.Results[0].Steps[0].Request); !strings.Contains(got, `"body":"cost: ${PRICE}"`) {
 		t.Errorf("got %s, want the literal ${PRICE}", got)
+	}
+}
+
+// TestParseErrorsHideSecrets: candidate rules sent to the admin API are
+// expanded with the server's environment, so a load error that quoted an
+// expanded value would hand a secret to the caller. Each case puts a
+// secret where it could end up in an error; the error must say what is
+// wrong, quoting the value as written, and never the value itself.
+func TestParseErrorsHideSecrets(t *testing.T) {
+	const secret = "s3cr3t-value"
+	env := func(name string) string {
+		switch name {
+		case "LEAKY":
+			return secret
+		case "SHORT":
+			return "k9" // too short for a redactor: only quoting as written hides it
+		}
+		return testEnv[name]
+	}
+	// step wraps one step of a rule that has a connection of each kind.
+	step := func(s string) string {
+		return `version: 1
+connections:
+  chat: { slack: { webhook_url: "https://hooks.slack.test/x" } }
+  api: { http: { base_url: "https://api.example.com" } }
+  alo: { alo: { api_key: "k" } }
+rules:
+  - name: a
+    do:
+      - ` + s + "\n"
+	}
+	conn := func(c string) string {
+		return "version: 1\nconnections:\n  c: " + c + "\n"
+	}
+	tests := []struct {
+		name, src, want string
+	}{
+		{"step connection", step(`slack: { connection: "${LEAKY}", text: hi }`), `unknown connection "${LEAKY}"`},
+		{"step connection, short secret", step(`slack: { connection: "${SHORT}", text: hi }`), `unknown connection "${SHORT}"`},
+		{"step connection, part", step(`http: { connection: "ap${LEAKY}", path: /x }`), `unknown connection "ap${LEAKY}"`},
+		{"step connection, short secret in part", step(`http: { connection: "ap${SHORT}", path: /x }`), `unknown connection "ap${SHORT}"`},
+		{"http timeout", step(`http: { connection: api, path: /x, timeout: "${LEAKY}" }`), `bad duration "${LEAKY}"`},
+		{"slack timeout", step(`slack: { connection: chat, text: hi, timeout: "1${SHORT}" }`), `bad duration "1${SHORT}"`},
+		{"alo timeout", step(`alo: { connection: alo, post_message: { channel_id: c, content: x }, timeout: "${LEAKY}" }`), `bad duration "${LEAKY}"`},
+		{"step expect", step(`http: { connection: api, path: /x, expect: ["${LEAKY}"] }`), `want a whole number, got "${LEAKY}"`},
+		{"step headers", step(`http: { connection: api, path: /x, headers: "${LEAKY}" }`), `want a mapping, got "${LEAKY}"`},
+		{"step flag", step(`alo: { connection: alo, post_message: { channel_id: c, content: x, terse_push_notification: "${LEAKY}" } }`), `want true or false, got "${LEAKY}"`},
+		{"step text template", step(`slack: { connection: chat, text: "${LEAKY} {{ event.x" }`), `unterminated {{ in "${LEAKY} {{ event.x"`},
+		{"step text, missing variable", step(`slack: { connection: chat, text: "${LEAKY}${NOPE}" }`), `environment variable NOPE is not set`},
+		{"step text, unterminated", step(`slack: { connection: chat, text: "${LEAKY} ${NOPE" }`), `unterminated ${ in " ${NOPE"`},
+		{"slack webhook_url", conn(`{ slack: { webhook_url: "${LEAKY}" } }`), `webhook_url must start with https:// or http://`},
+		{"slack api_url", conn(`{ slack: { token: t, api_url: "https:${LEAKY}" } }`), `api_url has no host`},
+		{"slack both", conn(`{ slack: { webhook_url: "https://x.test/${LEAKY}", token: "${LEAKY}" } }`), `webhook_url and token are exclusive`},
+		{"http base_url", conn(`{ http: { base_url: "${LEAKY}" } }`), `base_url must start with https:// or http://`},
+		{"http headers", conn(`{ http: { base_url: "https://x.test", headers: "${LEAKY}" } }`), `want a mapping, got "${LEAKY}"`},
+		{"alo base_url", conn(`{ alo: { api_key: "${LEAKY}", base_url: "ftp://${LEAKY}" } }`), `base_url must start with https:// or http://`},
+		{"allow_private", conn(`{ allow_private: "${LEAKY}", http: { base_url: "https://x.test" } }`), `want true or false, got "${LEAKY}"`},
+		{"throttle key", "version: 1\nrules:\n  - name: a\n    throttle: { key: \"${LEAKY}{{\", per: 1m }\n", `unterminated {{ in "${LEAKY}{{"`},
+		{"entity key", "version: 1\nentity: { key: \"${LEAKY}{{ event.x + }}\" }\n", `{{ event.x + }}`},
+		{"digest key", "version: 1\nrules:\n  - name: a\n    digest: { window: 1m, key: \"${LEAKY}{{\" }\n", `unterminated {{ in "${LEAKY}{{"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, warns, err := Parse("rules.yaml", []byte(tt.src), env)
+			if err == nil {
+				t.Fatal("got no error, want one")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got\n%v\nwant an error containing %q", err, tt.want)
+			}
+			var all strings.Builder
+			all.WriteString(err.Error())
+			for _, w := range warns {
+				all.WriteString("\n" + w.String())
+			}
+			for _, leak := range []string{secret, "k9", "apk9"} {
+				if strings.Contains(all.String(), leak) {
+					t.Errorf("got\n%s\nwhich holds the expanded value %q", all.String(), leak)
+				}
+			}
+		})
 	}
 }

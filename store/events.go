@@ -36,6 +36,13 @@ type EventFilter struct {
 	// Unmatched keeps events whose match record says that no rule matched.
 	// Events not matched yet and handshakes are not "unmatched".
 	Unmatched bool
+	// Rule keeps the events that rule matched (Outcome RuleMatched, the
+	// default) or failed on (Outcome RuleFailed), from the rule_events
+	// index. Outcome without Rule is ignored.
+	Rule, Outcome string
+	// Since keeps events received at or after it (by the time in their
+	// id), if not zero.
+	Since time.Time
 }
 
 // Page sizes for Events and Executions.
@@ -288,28 +295,56 @@ func getEvent(tx *bolt.Tx, id []byte) (*alorules.Event, error) {
 // Each filter walks an index in key order; nothing scans the whole store.
 func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Event, next string, err error) {
 	limit := pageLimit(f.Limit)
+	floor := ""
+	if !f.Since.IsZero() {
+		floor = idFloor(f.Since)
+	}
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		evs, next = nil, ""
+		unmatched := tx.Bucket(bUnmatched)
+		// The most selective filter picks the index to walk; the others
+		// are checked by a keyed read per entry.
 		var idx *bolt.Bucket
 		var p []byte
+		var keep []func(id []byte) bool
+		ofType := func(id []byte) bool { return tx.Bucket(bEvType).Get(cat(pfx(f.Type), id)) != nil }
+		isUnmatched := func(id []byte) bool { return unmatched.Get(id) != nil }
 		switch {
+		case f.Rule != "":
+			kind := f.Outcome
+			if kind == "" {
+				kind = RuleMatched
+			}
+			idx, p = tx.Bucket(bRuleEvents), pfx(f.Rule, kind)
+			if f.Type != "" {
+				keep = append(keep, ofType)
+			}
+			if f.Unmatched {
+				keep = append(keep, isUnmatched)
+			}
 		case f.Type != "":
 			idx, p = tx.Bucket(bEvType), pfx(f.Type)
+			if f.Unmatched {
+				keep = append(keep, isUnmatched)
+			}
 		case f.Unmatched:
-			idx = tx.Bucket(bUnmatched)
+			idx = unmatched
 		default:
 			idx = tx.Bucket(bEvents)
 		}
-		unmatched := tx.Bucket(bUnmatched)
-		check := f.Type != "" && f.Unmatched
 		scanned := 0
-		return eachDesc(idx, p, f.Before, "", func(id, _ []byte) (bool, error) {
-			if check && unmatched.Get(id) == nil {
-				if scanned++; scanned >= maxScan {
-					next = string(id)
-					return false, nil
+		skip := func(id []byte) bool {
+			if scanned++; scanned >= maxScan {
+				next = string(id)
+				return false
+			}
+			return true
+		}
+		return eachDesc(idx, p, f.Before, floor, func(id, _ []byte) (bool, error) {
+			for _, k := range keep {
+				if !k(id) {
+					return skip(id), nil
 				}
-				return true, nil
 			}
 			if len(evs) == limit {
 				// One more exists: this page is full.
@@ -317,6 +352,11 @@ func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Even
 				return false, nil
 			}
 			ev, err := getEvent(tx, id)
+			if errors.Is(err, alorules.ErrNotFound) && f.Rule != "" {
+				// Left by a build that did not know the index when it
+				// pruned the event.
+				return skip(id), nil
+			}
 			if err != nil {
 				return false, fmt.Errorf("event %s: %w", id, err)
 			}

@@ -144,6 +144,9 @@ func insertExec(tx *bolt.Tx, ex *alorules.Execution, val []byte) (bool, error) {
 		if err := addRuleStat(tx, ex.Rule, ex.UpdatedAt, 0, 1); err != nil {
 			return false, err
 		}
+		if err := addRuleEvent(tx, ex.Rule, RuleFailed, ex.EventID); err != nil {
+			return false, err
+		}
 	}
 	if err := appendOnly(tx, bExecs).Put([]byte(ex.ID), val); err != nil {
 		return false, err
@@ -357,6 +360,9 @@ func updateExec(tx *bolt.Tx, ex *alorules.Execution, val []byte) error {
 	}
 	if ex.Status == alorules.StatusFailed && flags&flagFailureCounted == 0 {
 		if err := addRuleStat(tx, ex.Rule, ex.UpdatedAt, 0, 1); err != nil {
+			return err
+		}
+		if err := addRuleEvent(tx, ex.Rule, RuleFailed, ex.EventID); err != nil {
 			return err
 		}
 		flags |= flagFailureCounted

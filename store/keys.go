@@ -13,40 +13,41 @@ import (
 // are a prefix of length-prefixed names followed by an id, so one index
 // holds many names and a cursor walks one name's ids in time order.
 var (
-	bMeta      = []byte("meta")             // "schema_version" -> decimal
-	bEvents    = []byte("events")           // event id -> encoded event
-	bEvType    = []byte("events_type")      // pfx(type)+event id -> nil
-	bDedupe    = []byte("dedupe")           // key -> 8-byte expiry nanos + event id
-	bPending   = []byte("pending")          // event id -> nil: stored, not matched yet
-	bMatches   = []byte("matches")          // event id -> Match JSON
-	bUnmatched = []byte("unmatched")        // event id -> nil: matched no rule
-	bExecs     = []byte("executions")       // execution id -> encoded execution
-	bExRule    = []byte("exec_rule")        // pfx(rule)+id -> nil
-	bExStatus  = []byte("exec_status")      // pfx(status)+id -> nil
-	bExRuleSt  = []byte("exec_rule_status") // pfx(rule, status)+id -> nil
-	bExEvent   = []byte("exec_event")       // pfx(event id)+id -> status
-	bQueue     = []byte("queue")            // 8-byte due nanos + id -> nil
-	bThrottles = []byte("throttles")        // key -> 8-byte until nanos
-	bRuleSets  = []byte("rulesets")         // hash -> source
-	bCounts    = []byte("counts")           // counter name -> 8-byte int64
-	bRuleHours = []byte("rule_hours")       // pfx(rule)+8-byte hour nanos -> hits, failures
-	bRules     = []byte("rules")            // name(rule) -> 8-byte last hit nanos + rule name
-	bEntities  = []byte("entities")         // name(entity) -> encoded entity state
-	bEntAge    = []byte("entities_updated") // 8-byte updated nanos + name(entity) -> nil
-	bTimers    = []byte("timers")           // timer id -> Timer JSON
-	bTimerDue  = []byte("timers_due")       // 8-byte due nanos + timer id -> nil
-	bTimerKey  = []byte("timers_entity")    // pfx(entity, rule) -> timer id
-	bDigests   = []byte("digests")          // digest id -> Digest JSON
-	bDigestDue = []byte("digests_due")      // 8-byte due nanos + digest id -> nil
-	bDigestKey = []byte("digests_key")      // pfx(rule, key) -> digest id
-	bEventRefs = []byte("event_refs")       // pfx(event id)+timer or digest id -> nil: keeps the event
+	bMeta       = []byte("meta")             // "schema_version" -> decimal
+	bEvents     = []byte("events")           // event id -> encoded event
+	bEvType     = []byte("events_type")      // pfx(type)+event id -> nil
+	bDedupe     = []byte("dedupe")           // key -> 8-byte expiry nanos + event id
+	bPending    = []byte("pending")          // event id -> nil: stored, not matched yet
+	bMatches    = []byte("matches")          // event id -> Match JSON
+	bUnmatched  = []byte("unmatched")        // event id -> nil: matched no rule
+	bExecs      = []byte("executions")       // execution id -> encoded execution
+	bExRule     = []byte("exec_rule")        // pfx(rule)+id -> nil
+	bExStatus   = []byte("exec_status")      // pfx(status)+id -> nil
+	bExRuleSt   = []byte("exec_rule_status") // pfx(rule, status)+id -> nil
+	bExEvent    = []byte("exec_event")       // pfx(event id)+id -> status
+	bQueue      = []byte("queue")            // 8-byte due nanos + id -> nil
+	bThrottles  = []byte("throttles")        // key -> 8-byte until nanos
+	bRuleSets   = []byte("rulesets")         // hash -> source
+	bCounts     = []byte("counts")           // counter name -> 8-byte int64
+	bRuleHours  = []byte("rule_hours")       // pfx(rule)+8-byte hour nanos -> hits, failures
+	bRules      = []byte("rules")            // name(rule) -> 8-byte last hit nanos + rule name
+	bEntities   = []byte("entities")         // name(entity) -> encoded entity state
+	bEntAge     = []byte("entities_updated") // 8-byte updated nanos + name(entity) -> nil
+	bTimers     = []byte("timers")           // timer id -> Timer JSON
+	bTimerDue   = []byte("timers_due")       // 8-byte due nanos + timer id -> nil
+	bTimerKey   = []byte("timers_entity")    // pfx(entity, rule) -> timer id
+	bDigests    = []byte("digests")          // digest id -> Digest JSON
+	bDigestDue  = []byte("digests_due")      // 8-byte due nanos + digest id -> nil
+	bDigestKey  = []byte("digests_key")      // pfx(rule, key) -> digest id
+	bEventRefs  = []byte("event_refs")       // pfx(event id)+timer or digest id -> nil: keeps the event
+	bRuleEvents = []byte("rule_events")      // pfx(rule, RuleMatched or RuleFailed)+event id -> nil
 )
 
 var allBuckets = [][]byte{
 	bMeta, bEvents, bEvType, bDedupe, bPending, bMatches,
 	bUnmatched, bExecs, bExRule, bExStatus, bExRuleSt, bExEvent, bQueue,
 	bThrottles, bRuleSets, bCounts, bRuleHours, bRules,
-	bEntities, bEntAge, bTimers, bTimerDue, bTimerKey, bDigests, bDigestDue, bDigestKey, bEventRefs,
+	bEntities, bEntAge, bTimers, bTimerDue, bTimerKey, bDigests, bDigestDue, bDigestKey, bEventRefs, bRuleEvents,
 }
 
 // Counter names in bCounts.

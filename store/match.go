@@ -128,6 +128,9 @@ func (s *Store) SaveMatch(ctx context.Context, w MatchWrite) error {
 				return err
 			}
 		}
+		if err := addResultEvents(tx, m.EventID, m.Results); err != nil {
+			return err
+		}
 		th := tx.Bucket(bThrottles)
 		for k, until := range w.Throttles {
 			if k == "" {

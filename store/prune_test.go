@@ -107,6 +107,12 @@ func (f *pruneFixture) check(t *testing.T, remain []int) {
 		}
 		want[string(bMatches)]++
 		want[string(bExecs)] += len(f.exs[f.ids[i]])
+		if pruneKind(i) != kindUnmatched {
+			want[string(bRuleEvents)] += 2 // r1 and r2 matched
+		}
+		if pruneKind(i) == kindFailed {
+			want[string(bRuleEvents)] += 2 // and both failed
+		}
 	}
 	want[string(bThrottles)] = 5 // the ones that still hold
 	got := bucketLens(t, f.s)

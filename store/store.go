@@ -47,6 +47,10 @@ type Options struct {
 	// NoSync skips fsync on commit. Only for tests and benchmarks: after a
 	// crash, acknowledged events may be lost.
 	NoSync bool
+	// ReadOnly opens the file without writing a byte to it (not even the
+	// schema), for inspecting a file as a crash or a failed disk left it.
+	// Every write then fails.
+	ReadOnly bool
 }
 
 // Store is the bbolt store. Its methods are safe for concurrent use.
@@ -85,6 +89,7 @@ func Open(path string, opt Options) (*Store, error) {
 		// of address space up front (the file does not grow with it)
 		// makes that rare.
 		InitialMmapSize: initialMmap,
+		ReadOnly:        opt.ReadOnly,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: %w (timeout %s)", path, ErrLocked, timeout)
@@ -92,9 +97,21 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if err := db.Update(initSchema); err != nil {
+	schema := db.Update
+	if opt.ReadOnly {
+		schema = db.View
+	}
+	if err := schema(initSchema); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// A read-only open builds and writes nothing: the file is looked at as
+	// it is.
+	if !opt.ReadOnly {
+		if err := backfillRuleEvents(db); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 	s := &Store{
 		db:    db,
@@ -107,16 +124,27 @@ func Open(path string, opt Options) (*Store, error) {
 	return s, nil
 }
 
-// initSchema creates the buckets and checks the schema version.
+// initSchema creates the buckets and checks the schema version; in a read
+// transaction it only checks that they are there.
 func initSchema(tx *bolt.Tx) error {
 	for _, name := range allBuckets {
+		if !tx.Writable() {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("bucket %s is missing", name)
+			}
+			continue
+		}
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
 	meta := tx.Bucket(bMeta)
 	v := meta.Get([]byte("schema_version"))
-	if v == nil {
+	if v == nil && tx.Writable() {
+		// A new file: every match will be indexed as it is saved.
+		if err := meta.Put([]byte(metaRuleEvents), []byte("1")); err != nil {
+			return err
+		}
 		return meta.Put([]byte("schema_version"), []byte(strconv.Itoa(schemaVersion)))
 	}
 	n, err := strconv.Atoi(string(v))

@@ -53,6 +53,53 @@ func TestPersistsAcrossReopen(t *testing.T) {
 	}
 }
 
+// TestOpenReadOnly: a read-only open reads everything, writes nothing to
+// the file (not a byte), and refuses writes.
+func TestOpenReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "alorules.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := mustSave(t, s, newEvent("action_created", time.Now()))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Event(ctx, id); err != nil {
+		t.Errorf("read: %v", err)
+	}
+	if err := s.Check(); err != nil {
+		t.Errorf("check: %v", err)
+	}
+	if _, _, err := s.SaveEvent(ctx, newEvent("action_created", time.Now()), nil); err == nil {
+		t.Error("write: got no error, want one")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("the file changed under a read-only open")
+	}
+
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(empty, Options{ReadOnly: true}); err == nil {
+		s.Close()
+		t.Error("read-only open of an empty file: got no error, want one")
+	}
+}
+
 func TestOpenLockedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "alorules.db")
 	s, err := Open(path, Options{})

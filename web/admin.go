@@ -129,17 +129,34 @@ func queryLimit(c echo.Context) (int, error) {
 // otherwise find nothing. What the user typed is shown as typed.
 func storedType(t string) string { return alo.NormalizeType(t) }
 
+// EventFilter reads the events list's query parameters, for the API and
+// the page alike.
+func EventFilter(c echo.Context) (store.EventFilter, error) {
+	f := store.EventFilter{Type: storedType(c.QueryParam("type")), Before: c.QueryParam("before"),
+		Unmatched: c.QueryParam("unmatched") == "true", Rule: c.QueryParam("rule"), Outcome: c.QueryParam("outcome")}
+	var err error
+	if f.Limit, err = queryLimit(c); err != nil {
+		return f, err
+	}
+	if f.Since, err = parseTimeParam(c, "since"); err != nil {
+		return f, err
+	}
+	// Outcome qualifies rule and is ignored without it, as the page's
+	// form always sends one.
+	switch f.Outcome {
+	case "", store.RuleMatched, store.RuleFailed:
+	default:
+		return f, echo.NewHTTPError(http.StatusBadRequest, "outcome: want matched (the rule's hits) or failure (its failures)")
+	}
+	return f, nil
+}
+
 func (a *Admin) listEvents(c echo.Context) error {
-	limit, err := queryLimit(c)
+	f, err := EventFilter(c)
 	if err != nil {
 		return err
 	}
-	evs, next, err := a.Store.Events(c.Request().Context(), store.EventFilter{
-		Type:      storedType(c.QueryParam("type")),
-		Before:    c.QueryParam("before"),
-		Limit:     limit,
-		Unmatched: c.QueryParam("unmatched") == "true",
-	})
+	evs, next, err := a.Store.Events(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
@@ -429,9 +446,20 @@ type RulesView struct {
 	Stats map[string]*store.RuleStats `json:"stats"`
 }
 
-// RulesView gathers the loaded rules and their last 24 hours.
+// statsHours is how many hourly buckets "the last 24 hours" of a rule's
+// stats are: the current hour and the 23 before it.
+const statsHours = 24
+
+// statsSince is the start of the first of the statsHours buckets that end
+// with now's hour. Counting from now-24h instead would start inside an
+// hour and count a 25th bucket, most of it older than 24 hours.
+func statsSince(now time.Time) time.Time {
+	return now.UTC().Truncate(time.Hour).Add(-(statsHours - 1) * time.Hour)
+}
+
+// RulesView gathers the loaded rules and their last 24 hourly buckets.
 func (a *Admin) RulesView(ctx context.Context) (RulesView, error) {
-	st, err := a.Store.RuleStats(ctx, a.now().Add(-24*time.Hour))
+	st, err := a.Store.RuleStats(ctx, statsSince(a.now()))
 	if err != nil {
 		return RulesView{}, err
 	}

@@ -3,6 +3,10 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -382,4 +386,85 @@ func FuzzCheckBody(f *testing.F) {
 			t.Fatalf("got type %q, json says %v", env.Type, m["type"])
 		}
 	})
+}
+
+// TestIngressAcceptedEventsListed follows events from the webhook to the
+// admin API: each accepted one is listed newest first, and its detail
+// names the signature form that matched.
+func TestIngressAcceptedEventsListed(t *testing.T) {
+	e := newIngressEnv(t, func(c *Config) {
+		st := c.Store.(*store.Store)
+		c.Admin = (&Admin{Store: st}).Routes
+	})
+	admin := httptest.NewServer(e.srv.AdminHandler())
+	t.Cleanup(admin.Close)
+	forms := []struct {
+		form string
+		sign func(mac []byte) string
+	}{
+		{alo.FormV0Hex, func(m []byte) string { return "v0=" + hex.EncodeToString(m) }},
+		{alo.FormHex, func(m []byte) string { return hex.EncodeToString(m) }},
+		{alo.FormBase64, func(m []byte) string { return base64.StdEncoding.EncodeToString(m) }},
+		{alo.FormBase64URL, func(m []byte) string { return base64.RawURLEncoding.EncodeToString(m) }},
+	}
+	var ids []string
+	for i, f := range forms {
+		body := fmt.Appendf(nil, `{"type":"action_created","action":{"id":"listed-%d"}}`, i)
+		ts := strconv.FormatInt(e.now.Unix(), 10)
+		mac := hmac.New(sha256.New, []byte(testSecret))
+		fmt.Fprintf(mac, "v0:%s:%s", ts, body)
+		req, _ := http.NewRequest(http.MethodPost, e.http.URL+"/webhooks/alo", bytes.NewReader(body))
+		req.Header.Set(alo.HeaderTimestamp, ts)
+		req.Header.Set(alo.HeaderSignature, f.sign(mac.Sum(nil)))
+		code, out := e.do(req)
+		if code != http.StatusOK {
+			t.Fatalf("%s: got %d %v, want 200", f.form, code, out)
+		}
+		ids = append(ids, out["id"].(string))
+	}
+
+	var list struct {
+		Events []struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		} `json:"events"`
+	}
+	getJSON(t, admin.URL+"/api/v1/events", &list)
+	if len(list.Events) != len(ids) {
+		t.Fatalf("got %d events listed, want %d", len(list.Events), len(ids))
+	}
+	for i, ev := range list.Events {
+		if want := ids[len(ids)-1-i]; ev.ID != want || ev.Type != "action_created" {
+			t.Errorf("listed[%d] = %s %s, want %s action_created", i, ev.ID, ev.Type, want)
+		}
+	}
+	for i, f := range forms {
+		var detail struct {
+			SignatureForm string            `json:"signature_form"`
+			Headers       map[string]string `json:"headers"`
+		}
+		getJSON(t, admin.URL+"/api/v1/events/"+ids[i], &detail)
+		if detail.SignatureForm != f.form {
+			t.Errorf("event %s: got signature_form %q, want %q", ids[i], detail.SignatureForm, f.form)
+		}
+		if got := detail.Headers[alo.HeaderSignature]; got != alorules.Redacted {
+			t.Errorf("event %s: got signature header %q, want it redacted", ids[i], got)
+		}
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		raw, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: got %d %s, want 200", url, resp.StatusCode, raw)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
 }

@@ -51,6 +51,7 @@ func mustParsePages(fsys fs.FS) map[string]*template.Template {
 var templateFuncs = template.FuncMap{
 	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") + " UTC" },
+	"utcHour": func(t time.Time) string { return t.UTC().Format("Jan 2 15:00") + " UTC" },
 	"short":   shortHash,
 	"dur":     formatDuration,
 	"join":    strings.Join,
@@ -204,6 +205,11 @@ func (a *Admin) renderFragment(c echo.Context, name, fragment string, data any) 
 type flash struct {
 	Kind string `json:"k"` // "ok" or "error"
 	Msg  string `json:"m"`
+	// At, if set, is shown after Msg as a <time>, like every other time
+	// in the UI: UTC text that the script puts in the viewer's zone. After
+	// is the text that follows it.
+	At    time.Time `json:"t,omitzero"`
+	After string    `json:"a,omitempty"`
 }
 
 const flashCookie = "alorules_flash"
@@ -212,7 +218,18 @@ const flashCookie = "alorules_flash"
 // reloading the next page does not post again, and carries the outcome
 // in a short-lived cookie.
 func redirectWithFlash(c echo.Context, to, kind, msg string) error {
-	raw, _ := json.Marshal(flash{Kind: kind, Msg: clip(msg, 1500)})
+	return sendFlash(c, to, flash{Kind: kind, Msg: msg})
+}
+
+// redirectWithTimeFlash is redirectWithFlash with a time inside the
+// message: before, then at, then after.
+func redirectWithTimeFlash(c echo.Context, to, kind, before string, at time.Time, after string) error {
+	return sendFlash(c, to, flash{Kind: kind, Msg: before, At: at.UTC(), After: after})
+}
+
+func sendFlash(c echo.Context, to string, f flash) error {
+	f.Msg, f.After = clip(f.Msg, 1500), clip(f.After, 500)
+	raw, _ := json.Marshal(f)
 	c.SetCookie(&http.Cookie{Name: flashCookie, Value: base64.RawURLEncoding.EncodeToString(raw), Path: "/",
 		MaxAge: 60, HttpOnly: true, Secure: isHTTPS(c), SameSite: http.SameSiteStrictMode})
 	return c.Redirect(http.StatusSeeOther, to)

@@ -50,6 +50,8 @@ type statusCount struct {
 
 type ruleRow struct {
 	engine.RuleInfo
+	// Hits and Failures are the chart's totals, so that the numbers and
+	// the bars tell the same story.
 	Hits, Failures int
 	LastHit        time.Time
 	Chart          chart
@@ -95,29 +97,29 @@ func (a *Admin) dashboard(c echo.Context) error {
 		return err
 	}
 
-	since := now.Add(-24 * time.Hour)
 	seen := map[string]bool{}
 	for _, r := range v.Status.Rules {
 		seen[r.Name] = true
-		d.Rules = append(d.Rules, newRuleRow(r, v.Stats[r.Name], since, now))
+		d.Rules = append(d.Rules, newRuleRow(r, v.Stats[r.Name], now))
 	}
 	for name, st := range v.Stats {
 		if !seen[name] {
-			d.Unloaded = append(d.Unloaded, newRuleRow(engine.RuleInfo{Name: name}, st, since, now))
+			d.Unloaded = append(d.Unloaded, newRuleRow(engine.RuleInfo{Name: name}, st, now))
 		}
 	}
 	slices.SortFunc(d.Unloaded, func(x, y ruleRow) int { return strings.Compare(x.Name, y.Name) })
 	return a.render(c, http.StatusOK, "dashboard", "Dashboard", "dashboard", d)
 }
 
-func newRuleRow(info engine.RuleInfo, st *store.RuleStats, since, now time.Time) ruleRow {
+func newRuleRow(info engine.RuleInfo, st *store.RuleStats, now time.Time) ruleRow {
 	row := ruleRow{RuleInfo: info}
 	var hourly []store.HourStat
 	if st != nil {
-		row.Hits, row.Failures, row.LastHit = st.Hits, st.Failures, st.LastHit
+		row.LastHit = st.LastHit
 		hourly = st.Hourly
 	}
-	row.Chart = hourChart(hourly, since, now)
+	row.Chart = hourChart(hourly, now)
+	row.Hits, row.Failures = row.Chart.Hits, row.Chart.Failures
 	return row
 }
 
@@ -129,6 +131,10 @@ type chart struct {
 	Base  int // y of the baseline
 	Bars  []bar
 	Label string
+	// Since is the start of the first bar; Hits and Failures are the sums
+	// of the bars.
+	Since          time.Time
+	Hits, Failures int
 }
 
 type bar struct {
@@ -136,7 +142,9 @@ type bar struct {
 	HitY, HitH int
 	FailY      int
 	FailH      int
-	Title      string
+	// Hour is the start of the bar's hour; Counts says what it holds.
+	Hour   time.Time
+	Counts string
 }
 
 const (
@@ -145,37 +153,39 @@ const (
 	chartHeight = 32
 )
 
-// hourChart draws one bar per hour from since's hour to now's hour,
-// whether or not the store had data for it.
-func hourChart(hourly []store.HourStat, since, now time.Time) chart {
-	byHour := make(map[int64]store.HourStat, len(hourly))
+// hourChart draws statsHours bars, one per hour, the last for now's hour,
+// whether or not the store had data for them; hours outside that window
+// are left out of the bars and of the totals.
+func hourChart(hourly []store.HourStat, now time.Time) chart {
+	first := statsSince(now)
+	var hours [statsHours]store.HourStat
+	for i := range hours {
+		hours[i].Hour = first.Add(time.Duration(i) * time.Hour)
+	}
 	for _, h := range hourly {
-		byHour[h.Hour.Unix()] = h
+		d := h.Hour.Sub(first)
+		if d < 0 || d%time.Hour != 0 || d >= statsHours*time.Hour {
+			continue
+		}
+		i := int(d / time.Hour)
+		hours[i].Hits += h.Hits
+		hours[i].Failures += h.Failures
 	}
-	first := since.UTC().Truncate(time.Hour)
-	last := now.UTC().Truncate(time.Hour)
-	var hours []store.HourStat
-	for h := first; !h.After(last); h = h.Add(time.Hour) {
-		s := byHour[h.Unix()]
-		s.Hour = h
-		hours = append(hours, s)
-	}
+	ch := chart{W: statsHours*(chartBarW+chartGap) - chartGap, H: chartHeight + 1, Base: chartHeight, Since: first}
 	peak := 1
-	hits, fails := 0, 0
 	for _, h := range hours {
 		peak = max(peak, h.Hits, h.Failures)
-		hits += h.Hits
-		fails += h.Failures
+		ch.Hits += h.Hits
+		ch.Failures += h.Failures
 	}
-	ch := chart{W: len(hours)*(chartBarW+chartGap) - chartGap, H: chartHeight + 1, Base: chartHeight,
-		Label: fmt.Sprintf("%d hits and %d failures in the last 24 hours, per hour", hits, fails)}
+	ch.Label = fmt.Sprintf("%d hits and %d failures in the last 24 hours, per hour", ch.Hits, ch.Failures)
 	for i, h := range hours {
 		hh := scale(h.Hits, peak)
 		fh := scale(h.Failures, peak)
 		ch.Bars = append(ch.Bars, bar{
 			X: i * (chartBarW + chartGap), W: chartBarW,
 			HitY: chartHeight - hh, HitH: hh, FailY: chartHeight - fh, FailH: fh,
-			Title: fmt.Sprintf("%s UTC: %d hits, %d failures", h.Hour.Format("Jan 2 15:00"), h.Hits, h.Failures),
+			Hour: h.Hour, Counts: fmt.Sprintf("%d hits, %d failures", h.Hits, h.Failures),
 		})
 	}
 	return ch

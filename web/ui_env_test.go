@@ -33,6 +33,7 @@ type uiEnv struct {
 	eng       *engine.Engine
 	runner    *actions.Runner
 	admin     *Admin
+	echo      *echo.Echo // the admin listener's router, to list its routes
 	srv       *httptest.Server
 	target    *httptest.Server
 	targetOK  atomic.Bool // false: the target answers 400
@@ -93,7 +94,7 @@ func newUIEnv(t testing.TB, opt uiOptions) *uiEnv {
 		Verifier: &alo.Verifier{Secrets: []string{"s"}},
 		Store:    st,
 		Auth:     opt.auth,
-		Admin:    func(ec *echo.Echo) { e.admin.Routes(ec); e.admin.UIRoutes(ec) },
+		Admin:    func(ec *echo.Echo) { e.echo = ec; e.admin.Routes(ec); e.admin.UIRoutes(ec) },
 	}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -20,13 +20,18 @@ import (
 type eventsData struct {
 	Type      string
 	Unmatched bool
-	Types     []string
-	Rows      []eventRow
-	Older     string
-	Newest    string
-	Refresh   string
-	Filtered  bool
-	FilterErr string
+	// Rule and Outcome list a rule's hits or failures (the dashboard's
+	// counts); Since is as typed.
+	Rule, Outcome string
+	Since         string
+	Rules         []string // loaded rule names, for the filter's suggestions
+	Types         []string
+	Rows          []eventRow
+	Older         string
+	Newest        string
+	Refresh       string
+	Filtered      bool
+	FilterErr     string
 }
 
 type eventRow struct {
@@ -34,18 +39,29 @@ type eventRow struct {
 	Size    int
 	Pending bool     // not matched yet
 	Matched []string // rules that matched
+	// With a rule filter: what that rule made of the event, and its
+	// executions for it (a failure may be one of them).
+	Result *alorules.RuleResult
+	Execs  []*alorules.Execution
 }
 
 // eventTypes are offered in the type filters: the known action types.
 var eventTypes = alo.EventTypes
 
-// eventsPage is GET /events: newest first, by type or "matched nothing",
-// paged by cursor. ?partial=1 returns the rows only.
+// eventsPage is GET /events: newest first, by type, "matched nothing", or
+// a rule's hits or failures, paged by cursor. ?partial=1 returns the rows
+// only.
 func (a *Admin) eventsPage(c echo.Context) error {
 	ctx := c.Request().Context()
-	d := eventsData{Type: c.QueryParam("type"), Unmatched: c.QueryParam("unmatched") == "true", Types: eventTypes}
-	d.Filtered = d.Type != "" || d.Unmatched
-	limit, err := queryLimit(c)
+	d := eventsData{Type: c.QueryParam("type"), Unmatched: c.QueryParam("unmatched") == "true", Types: eventTypes,
+		Rule: c.QueryParam("rule"), Outcome: c.QueryParam("outcome"), Since: c.QueryParam("since")}
+	if rs := a.Rules.Current(); rs != nil {
+		for _, r := range rs.Rules() {
+			d.Rules = append(d.Rules, r.Name)
+		}
+	}
+	d.Filtered = d.Type != "" || d.Unmatched || d.Rule != "" || d.Since != ""
+	f, err := EventFilter(c)
 	if err != nil {
 		var he *echo.HTTPError
 		if !errors.As(err, &he) {
@@ -54,8 +70,10 @@ func (a *Admin) eventsPage(c echo.Context) error {
 		d.FilterErr = fmt.Sprint(he.Message)
 		return a.render(c, he.Code, "events", "Events", "events", d)
 	}
-	before := c.QueryParam("before")
-	evs, next, err := a.Store.Events(ctx, store.EventFilter{Type: storedType(d.Type), Before: before, Limit: limit, Unmatched: d.Unmatched})
+	if f.Rule != "" && f.Outcome == "" {
+		d.Outcome = store.RuleMatched
+	}
+	evs, next, err := a.Store.Events(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -70,9 +88,25 @@ func (a *Admin) eventsPage(c echo.Context) error {
 		case err != nil:
 			return err
 		default:
-			for _, r := range m.Results {
+			for i, r := range m.Results {
 				if r.Outcome == alorules.OutcomeMatched {
 					row.Matched = append(row.Matched, r.Rule)
+				}
+				if f.Rule != "" && r.Rule == f.Rule {
+					row.Result = &m.Results[i]
+				}
+			}
+		}
+		if f.Rule != "" {
+			// The rule's executions show which one failed, or that the
+			// hit ran steps at all; one index read per row.
+			exs, err := a.Store.EventExecutions(ctx, ev.ID)
+			if err != nil {
+				return err
+			}
+			for _, ex := range exs {
+				if ex.Rule == f.Rule {
+					row.Execs = append(row.Execs, ex)
 				}
 			}
 		}
@@ -82,7 +116,7 @@ func (a *Admin) eventsPage(c echo.Context) error {
 	if next != "" {
 		d.Older = "/events?" + withParam(q, "before", next)
 	}
-	if before != "" {
+	if f.Before != "" {
 		d.Newest = "/events?" + withParam(q, "before", "")
 	} else {
 		d.Refresh = "/events?" + withParam(q, "partial", "1")

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -227,6 +226,6 @@ func (a *Admin) retryForm(c echo.Context) error {
 	case err != nil:
 		return err
 	}
-	return redirectWithFlash(c, back, "ok", fmt.Sprintf("Retry queued at %s: failed steps run again, succeeded steps are kept.",
-		ex.NextAttemptAt.UTC().Format(time.TimeOnly+" UTC")))
+	return redirectWithTimeFlash(c, back, "ok", "Retry queued at ", ex.NextAttemptAt,
+		": failed steps run again, succeeded steps are kept.")
 }

@@ -3,7 +3,6 @@ package web
 import (
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -62,17 +61,6 @@ type ruleSummary struct {
 	Matched, Errored int
 }
 
-// issueView is an engine issue placed in what the user typed.
-type issueView struct {
-	engine.Issue
-	// Line is the line in the user's text (0: outside it, in the loaded
-	// file's connections or defaults that candidate rules are tested with).
-	Line    int
-	Column  int    // from the message's "(column N)", 0 if none
-	Snippet string // the user's line
-	Caret   string // spaces and a ^ under the column (conditions only)
-}
-
 // playgroundPage is GET /playground (condition in ?if=, so a link to a
 // result can be shared) and POST /playground (candidate rules, which may
 // be too long for a URL).
@@ -103,25 +91,26 @@ func (a *Admin) playgroundPage(c echo.Context) error {
 	if d.Rules == "" {
 		d.Rules = a.exampleRule()
 	}
-	var src string
-	var lineOf func(int) int
+	var ut userText
 	switch {
 	case d.Mode == "rules" && strings.TrimSpace(d.Rules) != "" && c.Request().Method == http.MethodPost:
-		src, lineOf = a.candidateFile(d.Rules)
+		ut = a.candidateFile(d.Rules)
 	case d.Mode == "if" && strings.TrimSpace(d.If) != "":
 		var first int
-		src, first = conditionFile(d.If)
-		lineOf = func(l int) int { return l - first }
+		ut.file, first = conditionFile(d.If)
+		ut.lineOf = func(l int) int { return l - first }
+		ut.indent = conditionIndent
+		ut.lines = strings.Split(strings.TrimSpace(d.If), "\n")
 	default:
 		return a.render(c, http.StatusOK, "playground", "Playground", "playground", d)
 	}
-	if err := a.runPlayground(c, &d, src, lineOf); err != nil {
+	if err := a.runPlayground(c, &d, ut); err != nil {
 		return err
 	}
 	return a.render(c, http.StatusOK, "playground", "Playground", "playground", d)
 }
 
-func (a *Admin) runPlayground(c echo.Context, d *playgroundData, src string, lineOf func(int) int) error {
+func (a *Admin) runPlayground(c echo.Context, d *playgroundData, ut userText) error {
 	ctx := c.Request().Context()
 	d.Ran = true
 	var evs []*alorules.Event
@@ -143,7 +132,7 @@ func (a *Admin) runPlayground(c echo.Context, d *playgroundData, src string, lin
 		}
 	}
 	byID := make(map[string]*alorules.Event, len(evs))
-	req := RulesTestRequest{Rules: src}
+	req := RulesTestRequest{Rules: ut.file}
 	for _, ev := range evs {
 		byID[ev.ID] = ev
 		req.EventIDs = append(req.EventIDs, ev.ID)
@@ -157,12 +146,8 @@ func (a *Admin) runPlayground(c echo.Context, d *playgroundData, src string, lin
 	if err != nil {
 		return err
 	}
-	userLines := strings.Split(strings.TrimSpace(d.If), "\n")
-	if d.Mode == "rules" {
-		userLines = strings.Split(d.Rules, "\n")
-	}
-	d.Issues = placeIssues(res.Issues, lineOf, userLines, d.Mode == "if")
-	d.Warnings = placeIssues(res.Warnings, lineOf, userLines, d.Mode == "if")
+	d.Issues = placeIssues(res.Issues, ut)
+	d.Warnings = placeIssues(res.Warnings, ut)
 	d.Hash = res.Hash
 	if len(res.Issues) > 0 || d.NoEvents {
 		return nil
@@ -198,31 +183,8 @@ func (a *Admin) runPlayground(c echo.Context, d *playgroundData, src string, lin
 	return nil
 }
 
-var columnRE = regexp.MustCompile(`\(column (\d+)\)`)
-
-// placeIssues maps issues from the file the engine saw back to the lines
-// the user typed; for a bare condition it also draws a caret under the
-// column, since the condition is all there is on those lines.
-func placeIssues(list []engine.Issue, lineOf func(int) int, lines []string, caret bool) []issueView {
-	var out []issueView
-	for _, is := range list {
-		v := issueView{Issue: is}
-		if is.Line > 0 {
-			if l := lineOf(is.Line); l >= 1 && l <= len(lines) {
-				v.Line = l
-				v.Snippet = strings.TrimRight(lines[l-1], "\r")
-			}
-		}
-		if m := columnRE.FindStringSubmatch(is.Msg); m != nil {
-			v.Column, _ = strconv.Atoi(m[1])
-		}
-		if caret && v.Line > 0 && v.Column > 0 {
-			v.Caret = strings.Repeat(" ", v.Column-1) + "^"
-		}
-		out = append(out, v)
-	}
-	return out
-}
+// conditionIndent is how far conditionFile indents the condition's lines.
+const conditionIndent = 6
 
 // conditionFile wraps a bare condition into a rules file with one rule
 // and no steps. The condition goes in a block scalar, so that quotes in it
@@ -233,7 +195,7 @@ func conditionFile(cond string) (src string, first int) {
 	b.WriteString("version: 1\nrules:\n  - name: " + playgroundRule + "\n    if: |-\n")
 	first = 4
 	for _, l := range strings.Split(strings.TrimSpace(cond), "\n") {
-		b.WriteString("      ")
+		b.WriteString(strings.Repeat(" ", conditionIndent))
 		b.WriteString(strings.TrimRight(l, "\r"))
 		b.WriteString("\n")
 	}
@@ -244,26 +206,27 @@ func conditionFile(cond string) (src string, first int) {
 // (with a top-level "rules:") is used as is. One rule, or a list of rules,
 // is placed under "rules:" and tested with the loaded file's version,
 // connections and defaults, so that its steps render as they would in
-// production. lineOf maps the file's lines back to the pasted ones.
-func (a *Admin) candidateFile(text string) (string, func(int) int) {
-	same := func(l int) int { return l }
+// production. The result maps the file's lines and columns back to the
+// pasted ones.
+func (a *Admin) candidateFile(text string) userText {
+	as := userText{file: text, lineOf: func(l int) int { return l }, lines: strings.Split(text, "\n")}
 	var doc yaml.Node
 	if err := yaml.Unmarshal([]byte(text), &doc); err != nil || len(doc.Content) == 0 {
-		return text, same // let the engine report the YAML error in place
+		return as // let the engine report the YAML error in place
 	}
 	root := doc.Content[0]
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	var b strings.Builder
 	b.WriteString("rules:\n")
+	indent := 0
 	switch root.Kind {
 	case yaml.MappingNode:
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			if root.Content[i].Value == "rules" {
-				return text, same
-			}
+		if mapValue(root, "rules") != nil {
+			return as
 		}
 		// One rule: "  - " before its first line, its other lines
 		// indented to match.
+		indent = 4
 		for i, l := range lines {
 			if i == 0 {
 				b.WriteString("  - " + l + "\n")
@@ -272,20 +235,21 @@ func (a *Admin) candidateFile(text string) (string, func(int) int) {
 			}
 		}
 	case yaml.SequenceNode:
+		indent = 2
 		for _, l := range lines {
 			b.WriteString("  " + l + "\n")
 		}
 	default:
-		return text, same
+		return as
 	}
 	b.WriteString(a.loadedPreamble())
 	n := len(lines)
-	return b.String(), func(l int) int {
+	return userText{file: b.String(), indent: indent, lines: as.lines, lineOf: func(l int) int {
 		if l-1 > n {
 			return 0
 		}
 		return l - 1
-	}
+	}}
 }
 
 // loadedPreamble is every top-level section of the loaded rules file but

@@ -65,7 +65,7 @@ func (a *Admin) runSequence(c echo.Context, d *playgroundData) error {
 			return nil
 		}
 	} else {
-		src, _ := a.candidateFile(d.Rules)
+		src := a.candidateFile(d.Rules).file
 		getenv := a.Getenv
 		if getenv == nil {
 			getenv = func(string) string { return "" }

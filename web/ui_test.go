@@ -45,7 +45,7 @@ func TestUIPages(t *testing.T) {
 	}{
 		{"dashboard", "/", 200,
 			[]string{"page-urgent", "status-done", "record-created", `event.action?.priority == &#34;Urgent&#34;`,
-				"<svg class=\"chart\"", `action="/ui/reload"`, strconv.Itoa(today) + "</span> events today", "waiting to run", "rules.yaml"},
+				"<svg class=\"chart\"", `action="/ui/reload"`, `<title data-hour="`, `" data-text=": 0 hits, 0 failures">`, ` UTC: 0 hits, 0 failures</title>`, strconv.Itoa(today) + "</span> events today", "waiting to run", "rules.yaml"},
 			nil},
 		{"executions", "/executions", 200,
 			[]string{s.failed.ID, s.succeeded.ID, s.queued[2].ID, "http 400: target says no", `data-refresh="/executions?partial=1"`},
@@ -187,6 +187,138 @@ func TestUIPaging(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUIRefreshCarriesThePager: a list that refreshes itself gets its
+// pager from the same fragment as its rows, so that once new rows have come
+// in, "Older" starts right after the last row shown and no row ends up on
+// neither page.
+func TestUIRefreshCarriesThePager(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	e.seed()
+	c := e.client()
+	refreshRE := regexp.MustCompile(`data-refresh="([^"]+)"`)
+	olderRE := regexp.MustCompile(`href="([^"]+)" rel="next"`)
+	tests := []struct {
+		name, path string
+		idRE       *regexp.Regexp
+		add        func()
+	}{
+		{"events", "/events?limit=3", regexp.MustCompile(`href="/events/([A-Za-z0-9_-]{16,})"`),
+			func() { e.save(uiLowPayload, time.Now()) }},
+		{"executions", "/executions?limit=2", regexp.MustCompile(`href="/executions/([A-Za-z0-9_-]{16,})"`),
+			func() { e.ingest(uiUrgentPayload, time.Now()) }},
+	}
+	unescape := func(s string) string { return strings.ReplaceAll(s, "&amp;", "&") }
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ids := func(body string) (out []string) {
+				for _, m := range tc.idRE.FindAllStringSubmatch(body, -1) {
+					out = append(out, m[1])
+				}
+				return out
+			}
+			_, page := e.get(c, tc.path)
+			m := refreshRE.FindStringSubmatch(page)
+			if m == nil {
+				t.Fatalf("GET %s: got a first page without data-refresh", tc.path)
+			}
+			first := ids(page)
+			tc.add()
+			tc.add()
+			_, frag := e.get(c, unescape(m[1]))
+			rows := ids(frag)
+			if len(rows) == 0 {
+				t.Fatalf("got a refreshed list without rows:\n%s", frag)
+			}
+			o := olderRE.FindStringSubmatch(frag)
+			if o == nil {
+				t.Fatalf("got a refreshed list without its Older link:\n%s", frag)
+			}
+			older := unescape(o[1])
+			if want := "before=" + rows[len(rows)-1]; !strings.Contains(older, want) {
+				t.Errorf("got Older link %q, want it to start after the last row shown (%s)", older, want)
+			}
+			if strings.Contains(older, "partial") {
+				t.Errorf("got Older link %q, want a whole page", older)
+			}
+			_, next := e.get(c, older)
+			shown := map[string]bool{}
+			for _, id := range append(rows, ids(next)...) {
+				shown[id] = true
+			}
+			for _, id := range first {
+				if !shown[id] {
+					t.Errorf("got %s on neither the refreshed list nor the page after it", id)
+				}
+			}
+		})
+	}
+}
+
+// TestUIDashboardCountsLinkToWhatTheyCount: each rule's "N hits" and "N
+// failures" lead to a list of exactly N events: the events it matched
+// (steps or not), and those its condition failed on or an execution of it
+// failed for.
+func TestUIDashboardCountsLinkToWhatTheyCount(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	s := e.seed()
+	c := e.client()
+	_, dash := e.get(c, "/")
+	linkRE := regexp.MustCompile(`<a href="(/events\?rule=([^&"]+)&amp;outcome=(matched|failure)&amp;since=[^"]+)"[^>]*>(\d+) (?:hits?|failures?)</a>`)
+	rowRE := regexp.MustCompile(`class="c-first"><a href="/events/([^"]+)"`)
+	got := map[string][]string{} // rule and outcome -> the events listed
+	for _, m := range linkRE.FindAllStringSubmatch(dash, -1) {
+		path := strings.ReplaceAll(m[1], "&amp;", "&")
+		code, body := e.get(c, path)
+		if code != 200 {
+			t.Fatalf("GET %s: got %d, want 200", path, code)
+		}
+		var ids []string
+		for _, r := range rowRE.FindAllStringSubmatch(body, -1) {
+			ids = append(ids, r[1])
+		}
+		if n, _ := strconv.Atoi(m[4]); len(ids) != n {
+			t.Errorf("%s %s: the dashboard says %d, got %d events listed by %s", m[2], m[3], n, len(ids), path)
+		}
+		got[m[2]+" "+m[3]] = ids
+	}
+	created := []string{s.xss.ID, s.queued[2].EventID, s.queued[1].EventID, s.queued[0].EventID, s.low.ID, s.urgent.ID}
+	tests := []struct {
+		name string
+		want []string
+	}{
+		// No steps: it has hits, and no execution to show for them.
+		{"record-created matched", created},
+		{"record-created failure", nil},
+		{"page-urgent matched", []string{s.xss.ID, s.queued[2].EventID, s.queued[1].EventID, s.queued[0].EventID, s.urgent.ID}},
+		// A failed execution.
+		{"page-urgent failure", []string{s.urgent.ID}},
+		// Condition errors, and no hit.
+		{"title-check matched", nil},
+		{"title-check failure", created},
+		{"status-done matched", []string{s.done.ID}},
+		{"status-done failure", nil},
+	}
+	for _, tc := range tests {
+		ids, ok := got[tc.name]
+		if !ok {
+			t.Errorf("%s: got no link on the dashboard", tc.name)
+			continue
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: got events %v, want %v", tc.name, ids, tc.want)
+		}
+	}
+	// The failures list says why for each event.
+	_, body := e.get(c, "/events?rule=page-urgent&outcome=failure")
+	if want := `<a href="/executions/` + s.failed.ID + `"><span class="badge s-failed">failed</span></a>`; !strings.Contains(body, want) {
+		t.Errorf("got a failures list without the failed execution %q", want)
+	}
+	_, body = e.get(c, "/events?rule=title-check&outcome=failure")
+	if !strings.Contains(body, `<span class="badge o-error">error</span> <span class="err">`) {
+		t.Error("got a failures list without the condition's error")
 	}
 }
 
@@ -366,6 +498,17 @@ func TestUIRetry(t *testing.T) {
 	if !strings.Contains(body, "Retry queued") || strings.Contains(body, "Retry</button>") {
 		t.Errorf("got a page without the flash or with a Retry button:\n%s", body)
 	}
+	// Its time is a <time> like the others: UTC as sent, local with the
+	// script.
+	ex, err = e.st.Execution(context.Background(), s.failed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := ex.NextAttemptAt.UTC()
+	if want := `Retry queued at <time datetime="` + at.Format(time.RFC3339) + `">` + at.Format("2006-01-02 15:04:05") +
+		` UTC</time>: failed steps run again`; !strings.Contains(body, want) {
+		t.Errorf("got a flash without %q:\n%s", want, body)
+	}
 	// The flash shows once.
 	if _, body = e.get(c, "/executions/"+s.failed.ID); strings.Contains(body, "Retry queued") {
 		t.Error("got the flash again on the next page")
@@ -459,6 +602,22 @@ func TestUIPlaygroundRules(t *testing.T) {
 			[]string{"<b>whole</b> matched 7 of 9"}},
 		{"an error on the user's line", "name: bad\non: [action_created]\nif: event.action?.x ==\n",
 			[]string{"The rules do not load", "Line 3", "if: event.action?.x =="}},
+		// The engine counts columns inside the expression; the page counts
+		// them on the line as pasted, and draws the caret there.
+		{"a column on the user's line", "name: bad\non: [action_created]\nif: event.action?.x == && true\n",
+			[]string{"Line 3, column 24: ", "if: event.action?.x == &amp;&amp; true\n" + strings.Repeat(" ", 23) + "^</pre>"}},
+		{"a column in a list item", "- name: bad\n  if: event.action?.x == && true\n",
+			[]string{"Line 2, column 26: ", "\n" + strings.Repeat(" ", 25) + "^</pre>"}},
+		{"a column in a double-quoted condition", "name: bad\nif: \"event.action?.x == \\\"a\\\" && && true\"\n",
+			[]string{"Line 2, column 34: ", "\n" + strings.Repeat(" ", 33) + "^</pre>"}},
+		{"a column in a single-quoted condition", "name: bad\nif: 'event.action?.x == ''a'' && && true'\n",
+			[]string{"Line 2, column 34: ", "\n" + strings.Repeat(" ", 33) + "^</pre>"}},
+		{"a column in a literal block", "name: bad\nif: |\n  event.action?.x == 1\n    && && true\n",
+			[]string{"Line 4, column 8: ", "\n" + strings.Repeat(" ", 7) + "^</pre>"}},
+		{"a column in a whole file", "version: 1\nrules:\n  - name: bad\n    unless: x ==\n    after: 1h\n    if: event.action?.x == && true\n",
+			[]string{"Line 4, column 16: ", "Line 6, column 28: ", "\n" + strings.Repeat(" ", 27) + "^</pre>"}},
+		{"a folded condition keeps the expression's column", "name: bad\nif: >\n  event.action?.x ==\n  && true\n",
+			[]string{"Line 3, column 20 of the expression: "}},
 		{"the prefilled example", e.admin.exampleRule(),
 			[]string{"<b>page-urgent</b> matched 5 of 9", "Freezer 3 alarm"}},
 		{"an unknown connection", "name: bad\ndo:\n  - http: { connection: nowhere, path: /x }\n",
@@ -489,6 +648,9 @@ func TestUIPlaygroundRules(t *testing.T) {
 	}
 }
 
+// TestUIAuth: with admin auth on, every route of the admin listener but
+// the probes answers 401 without credentials, and the pages answer 200
+// with them.
 func TestUIAuth(t *testing.T) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 	if err != nil {
@@ -506,32 +668,47 @@ func TestUIAuth(t *testing.T) {
 		t.Run(a.name, func(t *testing.T) {
 			e := newUIEnv(t, uiOptions{auth: a.auth})
 			s := e.seed()
+			// Every route of the admin listener, read from its router, so
+			// that a page added later is covered without editing a list;
+			// then spellings that must not slip past auth on their way to
+			// one.
+			ids := map[string]string{"/executions/": s.failed.ID, "/events/": s.urgent.ID, "/static/": "app.js"}
+			type req struct{ method, path string }
+			var reqs []req
+			routes := map[string]bool{}
+			for _, r := range e.echo.Routes() {
+				routes[r.Method+" "+r.Path] = true
+				if r.Path == "/healthz" || r.Path == "/readyz" {
+					continue // probes: open on purpose, and say nothing
+				}
+				reqs = append(reqs, req{r.Method, concretePath(r.Path, ids)})
+			}
+			for _, r := range []string{"GET /timers", "POST /timers/:id/cancel", "GET /events/fields", "GET /playground",
+				"POST /api/v1/rules/test", "POST /-/reload", "GET /static/:name"} {
+				if !routes[r] {
+					t.Errorf("got no route %s among %d: the list is not what the router serves", r, len(routes))
+				}
+			}
 			paths := []string{"/", "/executions", "/executions?partial=1", "/executions/" + s.failed.ID, "/events",
 				"/events/" + s.urgent.ID, "/events/" + s.urgent.ID + "/replay", "/events/fields", "/playground",
-				"/playground?if=true", "/static/app.js", assets.CSS, "/%65vents", "/%65vents/" + s.urgent.ID,
-				"/executions/%2e%2e/", "/nope"}
+				"/playground?if=true", "/static/app.js", assets.CSS, "/timers", "/events?rule=page-urgent&outcome=failure",
+				"/%65vents", "/%65vents/" + s.urgent.ID, "/%74imers", "/executions/%2e%2e/", "/nope"}
 			for _, p := range paths {
-				req, _ := http.NewRequest(http.MethodGet, e.srv.URL+p, nil)
-				resp, err := http.DefaultClient.Do(req)
+				reqs = append(reqs, req{http.MethodGet, p})
+			}
+			for _, r := range reqs {
+				hreq, _ := http.NewRequest(r.method, e.srv.URL+r.path, strings.NewReader("confirm=yes"))
+				hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				resp, err := http.DefaultClient.Do(hreq)
 				if err != nil {
 					t.Fatal(err)
 				}
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusUnauthorized {
-					t.Errorf("GET %s without credentials: got %d, want 401", p, resp.StatusCode)
+					t.Errorf("%s %s without credentials: got %d, want 401", r.method, r.path, resp.StatusCode)
 				}
 			}
-			for _, p := range []string{"/ui/reload", "/executions/" + s.failed.ID + "/retry", "/events/" + s.urgent.ID + "/replay", "/playground"} {
-				resp, err := http.Post(e.srv.URL+p, "application/x-www-form-urlencoded", strings.NewReader("confirm=yes"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusUnauthorized {
-					t.Errorf("POST %s without credentials: got %d, want 401", p, resp.StatusCode)
-				}
-			}
-			for _, p := range paths[:12] {
+			for _, p := range paths[:14] {
 				req, _ := http.NewRequest(http.MethodGet, e.srv.URL+p, nil)
 				a.set(req)
 				resp, err := http.DefaultClient.Do(req)
@@ -545,6 +722,23 @@ func TestUIAuth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// concretePath fills a route's parameters: the id for the prefix before
+// them if ids has one, else "x". Auth comes before routing to a handler,
+// so any value is refused alike; known ones keep the request realistic.
+func concretePath(route string, ids map[string]string) string {
+	parts := strings.Split(route, "/")
+	for i, p := range parts {
+		if strings.HasPrefix(p, ":") || p == "*" {
+			v, ok := ids[strings.Join(parts[:i], "/")+"/"]
+			if !ok {
+				v = "x"
+			}
+			parts[i] = v
+		}
+	}
+	return strings.Join(parts, "/")
 }
 
 func TestUIEscapesPayloads(t *testing.T) {
@@ -701,5 +895,26 @@ func TestBackupClientThatStopsReading(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the store could not close within 10 s while a backup client stalled")
+	}
+}
+
+func TestCaret(t *testing.T) {
+	tests := []struct {
+		name, line string
+		col        int
+		want       string
+	}{
+		{"first column", "abc", 1, "^"},
+		{"inside", "abc", 3, "  ^"},
+		{"just past the end", "abc", 4, "   ^"},
+		{"tabs kept", "\ta\tb", 4, "\t \t^"},
+		{"a wide letter is one column", "é == x", 3, "  ^"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := caret(tc.line, tc.col); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -95,5 +96,56 @@ rules:
 	code = run([]string{"test", "--rules", candidate, "--server", "http://" + app.admin}, nil, &out, &errb, func(string) string { return "" })
 	if code != 1 || !strings.HasPrefix(out.String(), "my-rules.yaml:4:") {
 		t.Errorf("got exit %d and %q, want exit 1 with the error's file and line", code, out.String())
+	}
+}
+
+// TestSigningSecrets: the environment is comma-separated, a file is one
+// secret per line, and a file's secret may hold a comma.
+func TestSigningSecrets(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name    string
+		env     string
+		file    string
+		want    []string
+		wantErr string
+	}{
+		{"env, one", "s1", "", []string{"s1"}, ""},
+		{"env, rotation", " old , new ", "", []string{"old", "new"}, ""},
+		{"file, one per line", "ignored", file("two", "old\nnew\n"), []string{"old", "new"}, ""},
+		{"file, CRLF and blank lines", "", file("crlf", "\r\nold\r\n\r\nnew\r\n"), []string{"old", "new"}, ""},
+		{"file, comma kept", "", file("comma", "a,b\n"), []string{"a,b"}, ""},
+		{"file, empty", "from-env", file("empty", "\n \n"), nil, "is empty"},
+		{"file, missing", "", filepath.Join(dir, "nope"), nil, "signing secret file"},
+		{"none", "", "", nil, "no signing secret"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := signingSecrets(func(k string) string {
+				if k == "ALO_SIGNING_SECRET" {
+					return tc.env
+				}
+				return ""
+			}, tc.file)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

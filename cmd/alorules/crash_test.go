@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -122,10 +123,11 @@ func (c *child) term(d time.Duration) int {
 	return 0
 }
 
-// checkStore opens a store file no process holds and runs bbolt's check.
+// checkStore runs bbolt's check on a store file no process holds, read
+// only, so that it sees the file exactly as the last process left it.
 func checkStore(t testing.TB, path string) {
 	t.Helper()
-	st, err := store.Open(path, store.Options{Timeout: 5 * time.Second})
+	st, err := store.Open(path, store.Options{Timeout: 5 * time.Second, ReadOnly: true})
 	if err != nil {
 		t.Fatalf("store does not open: %v", err)
 	}
@@ -253,9 +255,26 @@ func TestCrashRecovery(t *testing.T) {
 	execs, redelivered := verifyLedger(t, app.store, l, tg)
 	app.stop(t)
 	checkStore(t, filepath.Join(dir, "alorules.db"))
+	// The proof is only as good as where the kills landed. Over a soak's
+	// kills some must have cut a request between accept and ack, and some
+	// a step in flight (its delivery then shows twice at the target).
+	if soak() && (cut.Load() == 0 || redelivered == 0) {
+		t.Errorf("got %d requests and %d steps cut by the %d kills, want some of each", cut.Load(), redelivered, kills)
+	}
 	t.Logf("FIGURE crash: %d SIGKILLs survived: %d events acknowledged, none lost or stored twice; %d deliveries cut by a kill and sent again; "+
 		"%d executions all succeeded exactly once per matched rule; %d step deliveries repeated after a kill (at least once); bbolt check clean after every kill",
 		kills, len(l.acked), cut.Load(), execs, redelivered)
+}
+
+// privileged skips a test that needs what only root has here (mounting
+// file systems), unless ALORULES_PRIVILEGED_TESTS=1 demands it, as CI
+// does: there a proof that quietly skipped would be a proof missing.
+func privileged(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("ALORULES_PRIVILEGED_TESTS") == "1" {
+		t.Fatalf("ALORULES_PRIVILEGED_TESTS=1, but "+format, args...)
+	}
+	t.Skipf("skipped: "+format, args...)
 }
 
 // mountTmpfs mounts a tmpfs of size bytes at a new directory, or skips the
@@ -263,14 +282,14 @@ func TestCrashRecovery(t *testing.T) {
 func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: mounting a small tmpfs to fill needs root")
+		privileged(t, "mounting a small tmpfs to fill needs root")
 	}
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("skipped: cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
+		privileged(t, "cannot mount a tmpfs here (%v: %s)", err, bytes.TrimSpace(out))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
@@ -380,6 +399,164 @@ func TestIngestOnFullDisk(t *testing.T) {
 		t.Errorf("got %d events stored, want the %d acknowledged", len(stored), len(l.acked))
 	}
 	t.Logf("FIGURE disk full: before %v, full %v, after freeing %v; every 200 stored, nothing else stored", codes, full, after)
+}
+
+// mountExt4 makes a small ext4 file system in an image file, mounts it
+// through a loop device with errors=remount-ro (as production disks
+// often are), and returns the mount point and the path of its sysfs
+// trigger_fs_error file, which makes the kernel treat the file system as
+// failed and turn it read-only under the running service.
+func mountExt4(t *testing.T) (mnt, trigger string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		privileged(t, "mounting an ext4 image needs root")
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	mnt = filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		privileged(t, "mkfs.ext4: %v: %s", err, bytes.TrimSpace(out))
+	}
+	if out, err := exec.Command("mount", "-o", "loop,errors=remount-ro", img, mnt).CombinedOutput(); err != nil {
+		privileged(t, "cannot mount an ext4 image here (%v: %s)", err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	src, err := exec.Command("findmnt", "-n", "-o", "SOURCE", mnt).Output()
+	if err != nil {
+		t.Fatalf("findmnt %s: %v", mnt, err)
+	}
+	trigger = filepath.Join("/sys/fs/ext4", filepath.Base(string(bytes.TrimSpace(src))), "trigger_fs_error")
+	if _, err := os.Stat(trigger); err != nil {
+		privileged(t, "this kernel has no %s: %v", trigger, err)
+	}
+	return mnt, trigger
+}
+
+// TestIngestOnReadOnlyDisk: the store's file system turns read-only
+// while the service runs (an ext4 error with errors=remount-ro). From then
+// on ingest answers 503, never 200; every event answered 200 before is on
+// disk, as the file shows once the service has stopped.
+func TestIngestOnReadOnlyDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the service as a subprocess")
+	}
+	mnt, trigger := mountExt4(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(mnt, "alorules.db")
+	c := startChild(t, dir, db)
+	url := "http://" + c.public + "/webhooks/alo"
+	l := newLedger()
+	send := func(seq int) int {
+		body := fmt.Sprintf(`{"type":"action_created","seq":%d}`, seq)
+		l.bodies[seq] = body
+		code, out, err := post(url, e2eSecret, body)
+		if err != nil {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+		if err := l.record(seq, code, out); err != nil {
+			t.Fatal(err)
+		}
+		return code
+	}
+	seq := 0
+	before := map[int]int{}
+	for range 10 {
+		before[send(seq)]++
+		seq++
+	}
+	if before[http.StatusOK] != 10 {
+		t.Fatalf("writable disk: got answers %v, want 10 x 200", before)
+	}
+	if err := os.WriteFile(trigger, []byte("alorules test: disk fails\n"), 0o200); err != nil {
+		t.Fatalf("trigger_fs_error: %v", err)
+	}
+	ro := map[int]int{}
+	for range 30 {
+		ro[send(seq)]++
+		seq++
+	}
+	if len(ro) != 1 || ro[http.StatusServiceUnavailable] != 30 {
+		t.Errorf("read-only disk: got answers %v, want 30 x 503", ro)
+	}
+	c.term(30 * time.Second) // closing a store on a failed disk may fail; the file is what counts
+
+	// The failed file system stays mounted read-only: reading the store
+	// is all the check needs.
+	checkStore(t, db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open the store: %v", err)
+	}
+	defer st.Close()
+	stored := map[string]bool{}
+	for _, ev := range allEvents(t, st) {
+		stored[ev.ID] = true
+	}
+	for s, id := range l.acked {
+		if !stored[id] {
+			t.Errorf("seq %d was answered 200 (%s) but is not stored", s, id)
+		}
+	}
+	if len(stored) != len(l.acked) {
+		t.Errorf("got %d events stored, want the %d acknowledged", len(stored), len(l.acked))
+	}
+	t.Logf("FIGURE read-only disk: before %v, after the file system failed %v; every 200 stored, nothing else stored", before, ro)
+}
+
+// TestSecondProcessRefused: a second `alorules serve` on a store file that
+// a running one holds stops at start with a clear error after its lock
+// timeout, instead of hanging or sharing the file; the first one goes on.
+func TestSecondProcessRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the service as a subprocess")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := startChild(t, dir, "")
+	enc, _ := json.Marshal([]string{"serve", "--rules", filepath.Join(dir, "rules.yaml"),
+		"--db", filepath.Join(dir, "alorules.db"), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		"--lock-timeout", "300ms"})
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envChild+"="+string(enc), "ALO_SIGNING_SECRET="+e2eSecret)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	done := make(chan error, 1)
+	go func() { done <- cmd.Run() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the second process did not give up within 30s")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("got %v, want exit code 1:\n%s", err, stderr.String())
+	}
+	if want := "locked by another process"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("got %q, want it to say %q", stderr.String(), want)
+	}
+	if code, out, err := post("http://"+first.public+"/webhooks/alo", e2eSecret, `{"type":"action_created"}`); err != nil || code != http.StatusOK {
+		t.Errorf("the first process after the refusal: got %d %v %v, want 200", code, out, err)
+	}
 }
 
 // TestStartOnReadOnlyDisk: a store on a read-only file system stops

@@ -356,3 +356,43 @@ func TestTestCommand(t *testing.T) {
 		t.Errorf("handshake: got exit %d:\n%s\nwant exit 0, the note, and no rule matched", code, text)
 	}
 }
+
+// TestRunTimeErrorRecordedAndCounted: a condition that fails at run time
+// is the rule's outcome "error" with expr's message, in the event's record
+// and in the metrics, and the other rules still run.
+func TestRunTimeErrorRecordedAndCounted(t *testing.T) {
+	app := startApp(t, `version: 1
+rules:
+  - name: strict
+    if: event.action.priority == "Urgent"
+  - name: lenient
+    if: event.action?.priority == nil
+`, nil)
+	id, _ := app.send(t, `{"type":"action_created","ticket":{"id":"no action here"}}`)["id"].(string)
+	var detail struct {
+		Match *alorules.Match `json:"match"`
+	}
+	eventually(t, "the match record", func() bool {
+		app.getJSON(t, "/api/v1/events/"+id, &detail)
+		return detail.Match != nil
+	})
+	got := map[string]alorules.RuleResult{}
+	for _, r := range detail.Match.Results {
+		got[r.Rule] = r
+	}
+	if r := got["strict"]; r.Outcome != alorules.OutcomeError || !strings.Contains(r.Error, "priority") {
+		t.Errorf("strict: got %q %q, want error naming the missing field", r.Outcome, r.Error)
+	}
+	if r := got["lenient"]; r.Outcome != alorules.OutcomeMatched {
+		t.Errorf("lenient: got %q, want matched", r.Outcome)
+	}
+	m := metricsText(t, app.admin, nil)
+	for _, want := range []string{
+		`alorules_rule_outcomes_total{outcome="error",rule="strict"} 1`,
+		`alorules_rule_outcomes_total{outcome="matched",rule="lenient"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

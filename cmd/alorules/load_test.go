@@ -74,6 +74,9 @@ func TestLoad(t *testing.T) {
 	close(next)
 	wg.Wait()
 	elapsed := time.Since(start)
+	if held := float64(len(l.acked)) / elapsed.Seconds(); soak() && held < 0.95*float64(rate) {
+		t.Errorf("held %.0f events/s, want the %d/s asked (within 5%%)", held, rate)
+	}
 	for _, err := range errs {
 		t.Error(err)
 	}

@@ -450,13 +450,14 @@ func (e *expect) check(step *engine.SimStep) []string {
 	compare("timers_kept", e.TimersKept, deferred(alorules.TimerKept))
 	compare("timers_cancelled", e.TimersCancelled, deferred(alorules.TimerCancelled))
 	compare("digests_added", e.DigestsAdded, deferred(alorules.DigestAdded))
-	var timersFired, digestsSent []string
+	var timersFired []string
+	var digestsSent []engine.Fired
 	for _, f := range step.Fired {
 		switch f.Kind {
 		case engine.FiredTimer:
 			timersFired = append(timersFired, f.Rule)
 		case engine.FiredDigest:
-			digestsSent = append(digestsSent, f.Rule)
+			digestsSent = append(digestsSent, f)
 		}
 	}
 	compare("timers_fired", e.TimersFired, timersFired)
@@ -466,24 +467,7 @@ func (e *expect) check(step *engine.SimStep) []string {
 	}
 	compare("timers_pending", e.TimersPending, pending)
 	if e.DigestsSent != nil {
-		var want []string
-		for _, d := range *e.DigestsSent {
-			want = append(want, d.Rule)
-		}
-		compare("digests_sent", &want, digestsSent)
-		for _, d := range *e.DigestsSent {
-			for _, f := range step.Fired {
-				if f.Kind != engine.FiredDigest || f.Rule != d.Rule {
-					continue
-				}
-				if d.Count != nil && f.Count != *d.Count {
-					failf("digest %s: count: got %d, want %d", d.Rule, f.Count, *d.Count)
-				}
-				if d.Key != nil && f.Key != *d.Key {
-					failf("digest %s: key: got %q, want %q", d.Rule, f.Key, *d.Key)
-				}
-			}
-		}
+		out = append(out, checkDigests(*e.DigestsSent, digestsSent)...)
 	}
 	for _, r := range e.Requests {
 		out = append(out, r.check(step.Executions)...)
@@ -491,42 +475,159 @@ func (e *expect) check(step *engine.SimStep) []string {
 	return out
 }
 
-// check finds the rendered step and compares it with the expected subset.
+// fits tells whether a digest that closed is one the expectation
+// describes: same rule, and the key and count it gives, if any.
+func (d digestExpect) fits(f engine.Fired) bool {
+	return d.Rule == f.Rule && (d.Key == nil || *d.Key == f.Key) && (d.Count == nil || *d.Count == f.Count)
+}
+
+// String is what the expectation asks of a digest of its rule.
+func (d digestExpect) String() string {
+	var parts []string
+	if d.Key != nil {
+		parts = append(parts, fmt.Sprintf("key %q", *d.Key))
+	}
+	if d.Count != nil {
+		parts = append(parts, fmt.Sprintf("count %d", *d.Count))
+	}
+	if len(parts) == 0 {
+		return "one"
+	}
+	return strings.Join(parts, " ")
+}
+
+func sentDigest(f engine.Fired) string { return fmt.Sprintf("key %q count %d", f.Key, f.Count) }
+
+// checkDigests pairs the expected digests with those that closed, each
+// digest taken by one expectation at most, and reports what is left on
+// either side: like the other lists, the list is all that closed.
+//
+// The pairing is a maximum bipartite matching, not first come, first
+// served, because an expectation may give only a key or only a count:
+// {rule} listed before {rule, key: b} must not take the digest of key b
+// while the one of key a is free.
+func checkDigests(want []digestExpect, sent []engine.Fired) []string {
+	taker := make([]int, len(sent)) // the expectation paired with sent[j], or -1
+	for j := range taker {
+		taker[j] = -1
+	}
+	// pair finds a digest for want[i], moving earlier pairings to other
+	// digests they fit when that frees one (Kuhn's augmenting paths).
+	var pair func(i int, seen []bool) bool
+	pair = func(i int, seen []bool) bool {
+		for j, f := range sent {
+			if seen[j] || !want[i].fits(f) {
+				continue
+			}
+			seen[j] = true
+			if taker[j] < 0 || pair(taker[j], seen) {
+				taker[j] = i
+				return true
+			}
+		}
+		return false
+	}
+	lostWant := map[string][]digestExpect{}
+	for i, d := range want {
+		if !pair(i, make([]bool, len(sent))) {
+			lostWant[d.Rule] = append(lostWant[d.Rule], d)
+		}
+	}
+	lostSent := map[string][]engine.Fired{}
+	for j, f := range sent {
+		if taker[j] < 0 {
+			lostSent[f.Rule] = append(lostSent[f.Rule], f)
+		}
+	}
+
+	// What is left is shown per rule, side by side, so that a wrong key or
+	// count reads as one line: got the digest that closed, want what was
+	// expected of it. A leftover on one side only is "none" on the other.
+	rules := sortedKeys(lostWant)
+	for r := range lostSent {
+		if lostWant[r] == nil {
+			rules = append(rules, r)
+		}
+	}
+	slices.Sort(rules)
+	var out []string
+	for _, r := range rules {
+		ws, fs := lostWant[r], lostSent[r]
+		slices.SortFunc(ws, func(a, b digestExpect) int { return strings.Compare(a.String(), b.String()) })
+		slices.SortFunc(fs, func(a, b engine.Fired) int { return strings.Compare(sentDigest(a), sentDigest(b)) })
+		for k := range max(len(ws), len(fs)) {
+			got, wanted := "none", "none"
+			if k < len(fs) {
+				got = sentDigest(fs[k])
+			}
+			if k < len(ws) {
+				wanted = ws[k].String()
+			}
+			out = append(out, fmt.Sprintf("digests_sent: %s: got %s, want %s", r, got, wanted))
+		}
+	}
+	return out
+}
+
+// check compares the expected subset with the rendered step of each
+// execution of the rule created in the step; one that contains it is
+// enough. A rule can run more than once in a step (two timers, two digest
+// keys), and the format has no selector that would name one of them, so
+// any execution may meet the expectation; when none does, the differences
+// of each are reported, labelled "execution i of n" once there are two.
 func (r requestExpect) check(execs []engine.SimExecution) []string {
 	label := r.Step
 	if label == "" {
 		label = "1"
 	}
-	var ex *engine.SimExecution
+	var mine []*engine.SimExecution
 	for i := range execs {
 		if execs[i].Rule == r.Rule {
-			ex = &execs[i]
-			break
+			mine = append(mine, &execs[i])
 		}
 	}
-	if ex == nil {
+	if len(mine) == 0 {
 		return []string{fmt.Sprintf("rule %s step %s: got no execution of the rule in this step", r.Rule, label)}
 	}
-	var st *engine.TestStep
-	for i := range ex.Steps {
-		if n, err := strconv.Atoi(label); (err == nil && ex.Steps[i].Index == n-1) || ex.Steps[i].ID == label {
-			st = &ex.Steps[i]
+	// Every execution of a rule has the rule's steps, so the step is looked
+	// up once, by its position.
+	at := -1
+	for i, st := range mine[0].Steps {
+		if n, err := strconv.Atoi(label); (err == nil && st.Index == n-1) || st.ID == label {
+			at = i
 			break
 		}
 	}
-	if st == nil {
+	if at < 0 {
 		return []string{fmt.Sprintf("rule %s step %s: the rule has no such step (count from 1, or use the step's id)", r.Rule, label)}
 	}
+	var out []string
+	for n, ex := range mine {
+		where := fmt.Sprintf("rule %s step %s", r.Rule, label)
+		if len(mine) > 1 {
+			where = fmt.Sprintf("rule %s execution %d of %d step %s", r.Rule, n+1, len(mine), label)
+		}
+		diffs := r.diff(ex.Steps[at], where)
+		if len(diffs) == 0 {
+			return nil
+		}
+		out = append(out, diffs...)
+	}
+	return out
+}
+
+// diff lists where one rendered step does not contain the expected subset.
+func (r requestExpect) diff(st engine.TestStep, where string) []string {
 	if st.Error != "" {
-		return []string{fmt.Sprintf("rule %s step %s: does not render: %s", r.Rule, label, st.Error)}
+		return []string{fmt.Sprintf("%s: does not render: %s", where, st.Error)}
 	}
 	var got any
 	if err := json.Unmarshal(st.Request, &got); err != nil {
-		return []string{fmt.Sprintf("rule %s step %s: %v", r.Rule, label, err)}
+		return []string{fmt.Sprintf("%s: %v", where, err)}
 	}
 	var out []string
 	subset(got, r.Match, "request", func(path string, g, w any) {
-		out = append(out, fmt.Sprintf("rule %s step %s: %s: got %s, want %s", r.Rule, label, path, show(g), show(w)))
+		out = append(out, fmt.Sprintf("%s: %s: got %s, want %s", where, path, show(g), show(w)))
 	})
 	return out
 }

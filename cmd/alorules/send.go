@@ -80,18 +80,20 @@ func cmdSend(ctx context.Context, args []string, cio cmdIO) int {
 // wins over ALO_SIGNING_SECRET (comma-separated). Several secrets at once
 // allow rotation without dropping deliveries.
 func signingSecrets(getenv func(string) string, file string) ([]string, error) {
-	raw := getenv("ALO_SIGNING_SECRET")
+	raw, sep := getenv("ALO_SIGNING_SECRET"), ","
 	src := "ALO_SIGNING_SECRET"
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return nil, fmt.Errorf("signing secret file: %w", err)
 		}
-		raw = strings.ReplaceAll(string(b), "\n", ",")
+		// One secret per line, and nothing else splits it: a secret from
+		// a file may hold any character but a line break.
+		raw, sep = string(b), "\n"
 		src = file
 	}
 	var out []string
-	for s := range strings.SplitSeq(raw, ",") {
+	for s := range strings.SplitSeq(raw, sep) {
 		if s = strings.TrimSpace(s); s != "" {
 			out = append(out, s)
 		}

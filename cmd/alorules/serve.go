@@ -124,9 +124,10 @@ func cmdServe(ctx context.Context, args []string, cio cmdIO) int {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if err := app.engine.Reload(); err != nil {
-				log.Error("reload on SIGHUP failed; keeping the running rules", "err", err)
-			}
+			// Not logged here: the engine logs a failure once and keeps
+			// it for the status and metrics, and a line per signal
+			// would repeat the same broken file every time.
+			_ = app.engine.Reload()
 		}
 	}()
 	if err := app.Run(ctx); err != nil {
@@ -238,11 +239,25 @@ func NewApp(cfg serveConfig, log *slog.Logger, getenv func(string) string) (*App
 	return a, nil
 }
 
+// ready is /readyz: rules are loaded and the store answers. Reading back
+// the running rules' source by its hash checks both in one cheap read
+// transaction: executions name that hash, and steps are rendered from
+// it. The reasons are short and fixed, since /readyz is open to anyone.
 func (a *App) ready(ctx context.Context) error {
-	if st := a.engine.Status(); st.Hash == "" {
+	rs := a.engine.Current()
+	if rs == nil {
 		return errors.New("no rules loaded")
 	}
-	return nil
+	_, err := a.store.RuleSet(ctx, rs.Hash())
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, alorules.ErrStoreClosed):
+		return errors.New("store closed")
+	case errors.Is(err, alorules.ErrNotFound):
+		return errors.New("the running rules are not in the store")
+	}
+	return errors.New("store not answering")
 }
 
 // Run serves until ctx ends, then shuts down in order: stop accepting HTTP

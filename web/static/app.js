@@ -1,6 +1,9 @@
 // alorules UI helpers. Every page works without this script; it only
-// (1) shows <time> elements in the viewer's zone with a relative time, and
-// (2) refreshes lists marked data-refresh by fetching their rows fragment.
+// (1) shows <time> elements (and chart tooltips) in the viewer's zone with
+// a relative time, and
+// (2) refreshes lists marked data-refresh by fetching their rows fragment,
+// which carries the pager too, so that "Older" always starts after the
+// last row shown.
 (function () {
   "use strict";
 
@@ -23,7 +26,18 @@
     return "";
   }
 
+  var hourOnly = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+
   function localise(root) {
+    // An SVG <title> (a chart bar's tooltip) holds text only, not a
+    // <time>: it carries the hour in data-hour and the rest in data-text.
+    var titles = root.querySelectorAll("title[data-hour]");
+    for (var j = 0; j < titles.length; j++) {
+      var h = new Date(titles[j].getAttribute("data-hour"));
+      if (isNaN(h.getTime())) continue;
+      titles[j].textContent = hourOnly.format(h) + (rel ? " · " + relative(h) : "") + (titles[j].getAttribute("data-text") || "");
+    }
+
     var times = root.querySelectorAll("time[datetime]");
     for (var i = 0; i < times.length; i++) {
       var t = times[i];
