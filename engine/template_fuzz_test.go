@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"alorules/actions"
 )
@@ -44,21 +43,7 @@ rules:
 		if err := json.Unmarshal(payload, &struct{ V *string }{&want}); err != nil {
 			t.Skip()
 		}
-		ev, err := NewEvent(payload, time.Now())
-		if err != nil {
-			t.Skip()
-		}
-		p, err := decodePayload(ev.Payload)
-		if err != nil {
-			t.Skip()
-		}
-		m := newMachine(envInput{Event: ev, Payload: p, Now: time.Now(), Steps: map[string]any{}})
-		defer m.release()
-		spec, err := rs.renderSpec(m, r, r.steps[0])
-		if err != nil {
-			t.Fatalf("render %q: %v", want, err)
-		}
-		h := spec.(*actions.HTTP)
+		h := renderFirstStep(t, rs, r, payload).(*actions.HTTP)
 
 		u, err := url.Parse(h.URL)
 		if err != nil {

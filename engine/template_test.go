@@ -213,21 +213,7 @@ rules:
 	r := rs.byName["a"]
 	f.Fuzz(func(t *testing.T, v string) {
 		payload, _ := json.Marshal(map[string]any{"type": "action_created", "v": v})
-		ev, err := NewEvent(payload, time.Now())
-		if err != nil {
-			t.Skip()
-		}
-		p, err := decodePayload(ev.Payload)
-		if err != nil {
-			t.Skip()
-		}
-		m := newMachine(envInput{Event: ev, Payload: p, Now: time.Now(), Steps: map[string]any{}})
-		defer m.release()
-		spec, err := rs.renderSpec(m, r, r.steps[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := spec.(*actions.Slack).Text
+		text := renderFirstStep(t, rs, r, payload).(*actions.Slack).Text
 		inner := strings.TrimSuffix(strings.TrimPrefix(text, "<"), "|x>")
 		if strings.ContainsAny(inner, "<>") {
 			t.Errorf("got %q: an inserted value added markup", text)
@@ -237,6 +223,28 @@ rules:
 			t.Errorf("got %q back from %q, want %q", back, text, want)
 		}
 	})
+}
+
+// renderFirstStep renders r's first step for a payload as the runner
+// would (no earlier steps); a payload that is not an event skips the
+// fuzz input.
+func renderFirstStep(t *testing.T, rs *RuleSet, r *rule, payload []byte) actions.Spec {
+	t.Helper()
+	ev, err := NewEvent(payload, time.Now())
+	if err != nil {
+		t.Skip()
+	}
+	p, err := decodePayload(ev.Payload)
+	if err != nil {
+		t.Skip()
+	}
+	m := newMachine(envInput{Event: ev, Payload: p, Now: time.Now(), Steps: map[string]any{}})
+	defer m.release()
+	spec, err := rs.renderSpec(m, r, r.steps[0])
+	if err != nil {
+		t.Fatalf("render %s: %v", payload, err)
+	}
+	return spec
 }
 
 func mustJSON(v any) []byte {

@@ -137,6 +137,56 @@ func checkStore(t testing.TB, path string) {
 	}
 }
 
+// ledgerSender returns a function that sends the next n distinct events
+// (each padded with pad bytes) to url, records every answer in l, and
+// returns how many got each status.
+func ledgerSender(t *testing.T, url string, l *ledger, pad int) func(n int) map[int]int {
+	seq := 0
+	return func(n int) map[int]int {
+		t.Helper()
+		codes := map[int]int{}
+		for range n {
+			body := fmt.Sprintf(`{"type":"action_created","seq":%d,"pad":"%s"}`, seq, bytes.Repeat([]byte{'p'}, pad))
+			l.bodies[seq] = body
+			code, out, err := post(url, e2eSecret, body)
+			if err != nil {
+				t.Fatalf("seq %d: %v", seq, err)
+			}
+			if err := l.record(seq, code, out); err != nil {
+				t.Fatal(err)
+			}
+			codes[code]++
+			seq++
+		}
+		return codes
+	}
+}
+
+// checkAcked checks a store file no process holds: bbolt's check is clean,
+// and the events stored are exactly those the ledger saw answered 200.
+// It only reads, so it works on a file system that failed read-only.
+func checkAcked(t testing.TB, db string, l *ledger) {
+	t.Helper()
+	checkStore(t, db)
+	st, err := store.Open(db, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open the store: %v", err)
+	}
+	defer st.Close()
+	stored := map[string]bool{}
+	for _, ev := range allEvents(t, st) {
+		stored[ev.ID] = true
+	}
+	for s, id := range l.acked {
+		if !stored[id] {
+			t.Errorf("seq %d was answered 200 (%s) but is not stored", s, id)
+		}
+	}
+	if len(stored) != len(l.acked) {
+		t.Errorf("got %d events stored, want the %d acknowledged", len(stored), len(l.acked))
+	}
+}
+
 // TestCrashRecovery runs the service as a subprocess under a load of
 // signed events and kills it with SIGKILL at random moments: with requests
 // between accept and ack, events being matched and steps in flight at the
@@ -334,30 +384,10 @@ func TestIngestOnFullDisk(t *testing.T) {
 	c := startChild(t, dir, db)
 	url := "http://" + c.public + "/webhooks/alo"
 	l := newLedger()
-	send := func(seq int) int {
-		body := fmt.Sprintf(`{"type":"action_created","seq":%d,"pad":"%s"}`, seq, bytes.Repeat([]byte{'p'}, 16<<10))
-		l.bodies[seq] = body
-		code, out, err := post(url, e2eSecret, body)
-		if err != nil {
-			t.Fatalf("seq %d: %v", seq, err)
-		}
-		if err := l.record(seq, code, out); err != nil {
-			t.Fatal(err)
-		}
-		return code
-	}
-	codes := map[int]int{}
-	seq := 0
-	for range 10 {
-		codes[send(seq)]++
-		seq++
-	}
+	send := ledgerSender(t, url, l, 16<<10)
+	codes := send(10)
 	filler := fill(t, mnt)
-	full := map[int]int{}
-	for range 60 {
-		full[send(seq)]++
-		seq++
-	}
+	full := send(60)
 	if full[http.StatusServiceUnavailable] == 0 {
 		t.Errorf("disk full: got answers %v, want some 503", full)
 	}
@@ -369,35 +399,14 @@ func TestIngestOnFullDisk(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	after := map[int]int{}
-	for range 10 {
-		after[send(seq)]++
-		seq++
-	}
+	after := send(10)
 	if after[http.StatusOK] != 10 {
 		t.Errorf("space freed: got answers %v, want ingest to recover (10 x 200)", after)
 	}
 	if code := c.term(30 * time.Second); code != 0 {
 		t.Errorf("SIGTERM: got exit code %d, want 0:\n%s", code, readAll(t, c.log))
 	}
-	checkStore(t, db)
-	st, err := store.Open(db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	stored := map[string]bool{}
-	for _, ev := range allEvents(t, st) {
-		stored[ev.ID] = true
-	}
-	for s, id := range l.acked {
-		if !stored[id] {
-			t.Errorf("seq %d was answered 200 (%s) but is not stored", s, id)
-		}
-	}
-	if len(stored) != len(l.acked) {
-		t.Errorf("got %d events stored, want the %d acknowledged", len(stored), len(l.acked))
-	}
+	checkAcked(t, db, l)
 	t.Logf("FIGURE disk full: before %v, full %v, after freeing %v; every 200 stored, nothing else stored", codes, full, after)
 }
 
@@ -462,35 +471,15 @@ func TestIngestOnReadOnlyDisk(t *testing.T) {
 	c := startChild(t, dir, db)
 	url := "http://" + c.public + "/webhooks/alo"
 	l := newLedger()
-	send := func(seq int) int {
-		body := fmt.Sprintf(`{"type":"action_created","seq":%d}`, seq)
-		l.bodies[seq] = body
-		code, out, err := post(url, e2eSecret, body)
-		if err != nil {
-			t.Fatalf("seq %d: %v", seq, err)
-		}
-		if err := l.record(seq, code, out); err != nil {
-			t.Fatal(err)
-		}
-		return code
-	}
-	seq := 0
-	before := map[int]int{}
-	for range 10 {
-		before[send(seq)]++
-		seq++
-	}
+	send := ledgerSender(t, url, l, 0)
+	before := send(10)
 	if before[http.StatusOK] != 10 {
 		t.Fatalf("writable disk: got answers %v, want 10 x 200", before)
 	}
 	if err := os.WriteFile(trigger, []byte("alorules test: disk fails\n"), 0o200); err != nil {
 		t.Fatalf("trigger_fs_error: %v", err)
 	}
-	ro := map[int]int{}
-	for range 30 {
-		ro[send(seq)]++
-		seq++
-	}
+	ro := send(30)
 	if len(ro) != 1 || ro[http.StatusServiceUnavailable] != 30 {
 		t.Errorf("read-only disk: got answers %v, want 30 x 503", ro)
 	}
@@ -498,24 +487,7 @@ func TestIngestOnReadOnlyDisk(t *testing.T) {
 
 	// The failed file system stays mounted read-only: reading the store
 	// is all the check needs.
-	checkStore(t, db)
-	st, err := store.Open(db, store.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatalf("open the store: %v", err)
-	}
-	defer st.Close()
-	stored := map[string]bool{}
-	for _, ev := range allEvents(t, st) {
-		stored[ev.ID] = true
-	}
-	for s, id := range l.acked {
-		if !stored[id] {
-			t.Errorf("seq %d was answered 200 (%s) but is not stored", s, id)
-		}
-	}
-	if len(stored) != len(l.acked) {
-		t.Errorf("got %d events stored, want the %d acknowledged", len(stored), len(l.acked))
-	}
+	checkAcked(t, db, l)
 	t.Logf("FIGURE read-only disk: before %v, after the file system failed %v; every 200 stored, nothing else stored", before, ro)
 }
 
