@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"alorules"
 )
@@ -389,5 +391,81 @@ func uiWaitIdle(t *testing.T, e *uiEnv) {
 			t.Fatalf("runner still busy: %v", c)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBrowserKeyboardAndZone: the UI is usable from the keyboard alone
+// (skip link first, the main navigation next, focus always visible, Enter
+// follows a link), and times read in the viewer's zone with a relative
+// time, here Tokyo's (UTC+9, no daylight saving).
+func TestBrowserKeyboardAndZone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test in -short mode")
+	}
+	uiBrowserPath(t)
+	e := newUIEnv(t, uiOptions{})
+	received := e.now.Add(-90 * time.Minute).Truncate(time.Second)
+	ev := e.save(uiUpdatedPayload, received)
+	b := newUIBrowser(t, e.srv.URL)
+	if _, err := chromedp.Call(b.ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Asia/Tokyo"}); err != nil {
+		t.Fatalf("time zone: %v", err)
+	}
+
+	b.open("/events/" + ev.ID)
+	shown, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector("main time").textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokyo := received.In(time.FixedZone("JST", 9*3600))
+	h12 := tokyo.Hour() % 12
+	if h12 == 0 {
+		h12 = 12
+	}
+	clock24, clock12 := tokyo.Format("15:04:05"), fmt.Sprintf("%02d:%s", h12, tokyo.Format("04:05"))
+	if !strings.Contains(shown, clock24) && !strings.Contains(shown, clock12) {
+		t.Errorf("got time %q, want Tokyo's %s (or %s)", shown, clock24, clock12)
+	}
+	if !strings.Contains(shown, "ago") {
+		t.Errorf("got time %q, want a relative time (\"… ago\")", shown)
+	}
+
+	// The keyboard: Tab from the top reaches the skip link, then the
+	// navigation; focus is drawn; Enter follows the focused link.
+	b.open("/")
+	focused := func() string {
+		s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(function(){var a=document.activeElement;
+			return (a.className||"") + "|" + (a.getAttribute("href")||"") + "|" + getComputedStyle(a).outlineStyle})()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	b.do("tab", chromedp.KeyEvent(kb.Tab))
+	if got := focused(); !strings.HasPrefix(got, "skip|#main|") {
+		t.Errorf("got %q focused after the first Tab, want the skip link", got)
+	}
+	var got string
+	for range 10 {
+		b.do("tab", chromedp.KeyEvent(kb.Tab))
+		if got = focused(); strings.Contains(got, "|/executions|") {
+			break
+		}
+	}
+	if !strings.Contains(got, "|/executions|") {
+		t.Fatalf("got %q focused, want the Executions link within 10 Tabs", got)
+	}
+	if strings.HasSuffix(got, "|none") {
+		t.Errorf("got %q: the focused link has no visible outline", got)
+	}
+	if _, err := chromedp.Run(b.ctx, chromedp.WaitEvent(cdppage.LoadEventFired, nil, chromedp.KeyEvent(kb.Enter))); err != nil {
+		t.Fatalf("Enter: %v", err)
+	}
+	if loc := b.location(); loc != "/executions" {
+		t.Errorf("got location %q after Enter on the link, want /executions", loc)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.problems {
+		t.Errorf("console: %s", p)
 	}
 }
