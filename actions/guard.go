@@ -296,7 +296,9 @@ func stripAcrossOrigins(req *http.Request, first *url.URL) {
 	}
 }
 
-// hostCheck applies guard.checkHost to every request, redirects included.
+// hostCheck applies guard.checkHost to every request, redirects included,
+// then the runner's per-target cap (capTarget): every request of every step
+// passes here.
 type hostCheck struct {
 	guard guard
 	next  http.RoundTripper
@@ -309,7 +311,7 @@ func (h *hostCheck) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return h.next.RoundTrip(req)
+	return capTarget(h.next, req)
 }
 
 // urlPort is the port a request to u connects to.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -23,7 +24,17 @@ const (
 	maxIdle = time.Minute
 	// storeBackoff is the pause after the store failed to list or claim.
 	storeBackoff = time.Second
+	// A step whose target is at its cap goes back to the queue for
+	// deferMin plus up to deferJitter: soon, since a slot may free at any
+	// moment, but spread so that the deferred steps do not all come back
+	// together.
+	deferMin    = 200 * time.Millisecond
+	deferJitter = 300 * time.Millisecond
 )
+
+// DeferTargetBusy is the reason given to RunnerConfig.OnDefer for a step
+// not sent because its target was at its cap.
+const DeferTargetBusy = "target_busy"
 
 // Store is the part of the store the runner uses; *store.Store satisfies
 // it. Executions are durable jobs: every change of status is written
@@ -57,7 +68,14 @@ type RunnerConfig struct {
 	Renderer Renderer
 	// Workers bounds the executions in flight; default DefaultWorkers.
 	Workers int
-	Logger  *slog.Logger
+	// MaxPerTarget bounds the requests in flight to one target (host and
+	// port); default half of Workers, at least 1, so that one stalled
+	// target never holds more than half the workers. A step whose target
+	// is at the cap is not sent and not counted as an attempt: its
+	// execution goes back to the queue for a moment, and the worker takes
+	// other work.
+	MaxPerTarget int
+	Logger       *slog.Logger
 	// Now is the clock for scheduling (due times, retry delays);
 	// default time.Now. Durations of attempts are measured on the real
 	// clock.
@@ -73,6 +91,9 @@ type RunnerConfig struct {
 	// OnStep, if set, is called after every attempt of a step with the
 	// execution as persisted and the step's result (for metrics).
 	OnStep func(ex *alorules.Execution, step alorules.StepResult)
+	// OnDefer, if set, is called when a step was put back in the queue
+	// without an attempt (for metrics); reason is DeferTargetBusy.
+	OnDefer func(ex *alorules.Execution, step alorules.StepResult, reason string)
 	// SaveTimeout bounds how long a worker keeps trying to write an
 	// execution's state while the store fails (a full disk). After it,
 	// an execution that stopped there (finished, waiting to retry) is
@@ -112,12 +133,18 @@ type Runner struct {
 	// backoff is how long scheduling pauses after the store failed to
 	// list or claim (storeBackoff; tests lengthen it to see a pause).
 	backoff time.Duration
+
+	// targets caps the requests in flight per target.
+	targets *targetGate
 }
 
 // NewRunner returns a runner; call Run to start it.
 func NewRunner(cfg RunnerConfig) *Runner {
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
+	}
+	if cfg.MaxPerTarget <= 0 {
+		cfg.MaxPerTarget = max(1, cfg.Workers/2)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -139,6 +166,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 		notify:  make(chan struct{}, 1),
 		unsaved: map[string]*alorules.Execution{},
 		backoff: storeBackoff,
+		targets: newTargetGate(cfg.MaxPerTarget),
 	}
 }
 
@@ -177,13 +205,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		finished: make(chan string, r.cfg.Workers),
 	}
 	var wg sync.WaitGroup
-	start := func(ex *alorules.Execution, step int) {
+	start := func(ex *alorules.Execution, step int, before alorules.StepResult) {
 		wg.Go(func() {
 			defer func() { sc.finished <- ex.ID }()
 			err := r.cfg.Store.UpdateExecution(work, ex)
 			sc.claimed <- claimResult{ex: ex, err: err}
 			if err == nil {
-				r.execute(work, ex, step)
+				r.execute(work, ex, step, before)
 			}
 		})
 	}
@@ -318,7 +346,7 @@ type claimResult struct {
 // An execution listed as due that is not (one of ours in flight, or a
 // stale read that says running or final) is skipped, never started twice;
 // it does not hold up the others.
-func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start func(ex *alorules.Execution, step int)) (wait time.Duration, storeFailed bool) {
+func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start func(ex *alorules.Execution, step int, before alorules.StepResult)) (wait time.Duration, storeFailed bool) {
 	sc.awaitClaims = false
 	now := r.cfg.Now()
 	// Our executions in flight may be listed (a claim not yet written, a
@@ -348,12 +376,13 @@ func (r *Runner) schedule(ctx context.Context, sc *scheduler, free int, start fu
 		ex.Status = alorules.StatusRunning
 		ex.UpdatedAt = now
 		step := nextStep(ex, 0)
+		var before alorules.StepResult
 		if step >= 0 {
-			r.begin(ex, step, now)
+			before = r.begin(ex, step, now)
 		}
 		sc.inflight[ex.ID] = true
 		sc.unclaimed[ex.ID] = true
-		start(ex, step)
+		start(ex, step, before)
 		started++
 	}
 	next, ok, err := r.cfg.Store.NextDue(ctx)
@@ -399,8 +428,10 @@ func nextStep(ex *alorules.Execution, from int) int {
 
 // begin marks an attempt of step i started; the caller persists it before
 // the attempt is made, so that a crash can be told from a finished attempt.
-func (r *Runner) begin(ex *alorules.Execution, i int, now time.Time) {
+// It returns the step as it was, which a deferred attempt restores.
+func (r *Runner) begin(ex *alorules.Execution, i int, now time.Time) (before alorules.StepResult) {
 	st := &ex.Steps[i]
+	before = *st
 	if st.Status == alorules.StatusRunning && st.Attempts > 0 {
 		// A crash interrupted this step's last attempt: nobody knows
 		// whether it was delivered, so it is made again, not counted.
@@ -410,6 +441,7 @@ func (r *Runner) begin(ex *alorules.Execution, i int, now time.Time) {
 	st.Attempts++
 	st.StartedAt = now
 	st.Duration, st.Code, st.Body, st.Error = 0, 0, "", ""
+	return before
 }
 
 // outcome of one attempt of a step.
@@ -420,12 +452,14 @@ const (
 	stepFailed              // final failure
 	stepRetrying            // wait in the queue, then try again
 	stepInterrupted         // shutdown cut the attempt short; not counted
+	stepDeferred            // not sent: the target was at its cap; not counted
 )
 
 // execute runs ex from step (whose attempt was begun and persisted by the
-// claim) until a step must wait or fails. Each write after an attempt also
-// begins the next step's attempt, so a step costs one write.
-func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) {
+// claim; before is the step as it was) until a step must wait or fails.
+// Each write after an attempt also begins the next step's attempt, so a
+// step costs one write.
+func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int, before alorules.StepResult) {
 	log := r.log.With("execution_id", ex.ID, "event_id", ex.EventID, "rule", ex.Rule)
 	if step < 0 {
 		if len(ex.Steps) == 0 {
@@ -455,6 +489,9 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) 
 			ex.NextAttemptAt = r.cfg.Now()
 			r.persistLast(ctx, log, ex, i)
 			return
+		case out == stepDeferred:
+			r.deferStep(ctx, log, ex, i, before, delay)
+			return
 		}
 		next := nextStep(ex, i+1)
 		if next < 0 {
@@ -463,9 +500,32 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int) 
 		}
 		// One write records this step's result and begins the next
 		// one: a crash before it repeats this step, after it the next.
-		r.begin(ex, next, r.cfg.Now())
+		before = r.begin(ex, next, r.cfg.Now())
 		r.persist(ctx, log, ex, i)
 		i = next
+	}
+}
+
+// deferStep puts ex back in the queue, due after delay, with step i as it
+// was before its attempt began (before): nothing was sent, so nothing is
+// recorded and no attempt counted. The execution is retrying if that step
+// was, else queued. A step left running by a crash was interrupted, not
+// attempted; it is queued as begin would have counted it.
+func (r *Runner) deferStep(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int, before alorules.StepResult, delay time.Duration) {
+	st := &ex.Steps[i]
+	*st = before
+	if st.Status == alorules.StatusRunning {
+		st.Status = alorules.StatusQueued
+		st.Attempts = max(st.Attempts-1, 0)
+	}
+	ex.Status = alorules.StatusQueued
+	if st.Status == alorules.StatusRetrying {
+		ex.Status = alorules.StatusRetrying
+	}
+	ex.NextAttemptAt = r.cfg.Now().Add(delay)
+	r.persistLast(ctx, log, ex, -1)
+	if r.cfg.OnDefer != nil {
+		r.cfg.OnDefer(ex, *st, DeferTargetBusy)
 	}
 }
 
@@ -586,10 +646,23 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 		req.Timeout = StepTimeout(req, ex.Timeout)
 	}
 
-	res, err := Do(ctx, req, r.env)
+	// The guarded transport refuses the attempt's first request if its
+	// target is at its cap; slots.done gives back what the attempt still
+	// holds on every path, a panic included.
+	slots := r.targets.newSlots()
+	defer slots.done()
+	res, err := Do(withSlots(ctx, slots), req, r.env)
 	st.Duration = time.Since(start)
 	if ctx.Err() != nil {
 		return r.interrupted(st), 0
+	}
+	// Read from the slots, not from err: slack-go and the ALO client wrap
+	// transport errors in their own ways.
+	if target := slots.deferred(); target != "" {
+		delay := deferMin + rand.N(deferJitter+1)
+		log.Debug("step deferred: target busy", "kind", req.Kind, "target", target,
+			"max_per_target", r.targets.limit, "retry_in", delay)
+		return stepDeferred, delay
 	}
 	st.Code = res.Code
 	st.Body = redact(string(res.Body))

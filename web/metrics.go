@@ -64,6 +64,7 @@ type ServiceMetrics struct {
 	steps        *prometheus.CounterVec
 	stepTime     *prometheus.HistogramVec
 	retries      *prometheus.CounterVec
+	deferred     *prometheus.CounterVec
 }
 
 // NewServiceMetrics registers the service's collectors. Gauges are read
@@ -92,8 +93,12 @@ func NewServiceMetrics(reg Registerer, src GaugeSource) (*ServiceMetrics, error)
 			Name: "alorules_step_retries_total",
 			Help: "Step attempts that failed and were scheduled again, by kind.",
 		}, []string{"kind"}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "alorules_step_deferred_total",
+			Help: "Steps put back in the queue without an attempt, by kind and reason (target_busy: the target had --max-per-target requests in flight).",
+		}, []string{"kind", "reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.ruleOutcomes, m.matchTime, m.steps, m.stepTime, m.retries, gaugeCollector{src}} {
+	for _, c := range []prometheus.Collector{m.ruleOutcomes, m.matchTime, m.steps, m.stepTime, m.retries, m.deferred, gaugeCollector{src}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -116,6 +121,17 @@ func (m *ServiceMetrics) Step(step alorules.StepResult) {
 	if step.Status == alorules.StatusRetrying {
 		m.retries.WithLabelValues(step.Kind).Inc()
 	}
+}
+
+// Deferred records a step put back in the queue without an attempt.
+func (m *ServiceMetrics) Deferred(step alorules.StepResult, reason string) {
+	m.deferred.WithLabelValues(step.Kind, reason).Inc()
+}
+
+// ExposeDeferred makes the deferral series for kind and reason exist at 0
+// before the first deferral, so that a rate over it reads 0, not nothing.
+func (m *ServiceMetrics) ExposeDeferred(kind, reason string) {
+	m.deferred.WithLabelValues(kind, reason)
 }
 
 // GaugeSource answers the gauges at scrape time.

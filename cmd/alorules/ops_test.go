@@ -426,6 +426,8 @@ func checkMetricFamilies(t *testing.T, text string) {
 		`alorules_step_attempts_total{kind="http",status="failed"}`,
 		`alorules_step_duration_seconds_bucket{kind="http",le=`,
 		`alorules_step_retries_total{kind="http"}`,
+		`alorules_step_deferred_total{kind="http",reason="target_busy"}`,
+		`alorules_step_deferred_total{kind="slack",reason="target_busy"}`,
 		`alorules_executions{status="failed"} 3`,
 		`alorules_executions{status="succeeded"} 3`,
 		`alorules_queue_depth 0`,

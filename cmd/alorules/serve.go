@@ -35,6 +35,7 @@ type serveConfig struct {
 	DedupeWindow      time.Duration
 	DedupeKey         string
 	Workers           int
+	MaxPerTarget      int
 	LogFormat         string
 	LogLevel          string
 	AdminUser         string
@@ -60,6 +61,7 @@ func parseServe(args []string, cio cmdIO) (serveConfig, error) {
 	dedupe := f.Duration("dedupe-window", 24*time.Hour, "how long a delivered body is remembered to answer redeliveries as duplicates")
 	dedupeKey := f.String("dedupe-key", "", "expr expression over event naming a delivery, e.g. event.action.id + \":\" + event.action.updated_at (default: the body's SHA-256)")
 	workers := f.Int("workers", 8, "steps run at once")
+	maxPerTarget := f.Int("max-per-target", 0, "requests in flight to one target (host:port) at once; a step to a target at the limit waits in the queue without holding a worker; 0 means half of --workers, at least 1")
 	logFormat := f.String("log-format", "text", "log format: text or json")
 	logLevel := f.String("log-level", "info", "log level: debug, info, warn or error")
 	lock := f.Duration("lock-timeout", time.Second, "how long to wait for the store file's lock")
@@ -72,6 +74,9 @@ func parseServe(args []string, cio cmdIO) (serveConfig, error) {
 	if f.fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(f.fs.Args(), " "))
 	}
+	if *maxPerTarget < 0 {
+		return c, fmt.Errorf("--max-per-target %d: want 0 (half of --workers) or more", *maxPerTarget)
+	}
 	secrets, err := signingSecrets(cio.getenv, *secretFile)
 	if err != nil {
 		return c, err
@@ -79,7 +84,7 @@ func parseServe(args []string, cio cmdIO) (serveConfig, error) {
 	c = serveConfig{
 		Rules: *rules, DB: *db, Addr: *addr, AdminAddr: *admin,
 		SigningSecrets: secrets, Tolerance: *tol, MaxBody: int64(*maxBody),
-		DedupeWindow: *dedupe, DedupeKey: *dedupeKey, Workers: *workers, LogFormat: *logFormat, LogLevel: *logLevel,
+		DedupeWindow: *dedupe, DedupeKey: *dedupeKey, Workers: *workers, MaxPerTarget: *maxPerTarget, LogFormat: *logFormat, LogLevel: *logLevel,
 		AdminUser:         cio.getenv("ALORULES_ADMIN_USER"),
 		AdminPasswordHash: cio.getenv("ALORULES_ADMIN_PASSWORD_HASH"),
 		AdminToken:        cio.getenv("ALORULES_ADMIN_TOKEN"),
@@ -204,13 +209,20 @@ func NewApp(cfg serveConfig, log *slog.Logger, getenv func(string) string) (*App
 		st.Close()
 		return nil, err
 	}
+	for _, kind := range []string{actions.KindSlack, actions.KindHTTP, actions.KindALO} {
+		metrics.ExposeDeferred(kind, actions.DeferTargetBusy)
+	}
 	a.runner = actions.NewRunner(actions.RunnerConfig{
-		Store:    st,
-		Renderer: a.engine,
-		Workers:  cfg.Workers,
-		Logger:   log,
+		Store:        st,
+		Renderer:     a.engine,
+		Workers:      cfg.Workers,
+		MaxPerTarget: cfg.MaxPerTarget,
+		Logger:       log,
 		OnStep: func(ex *alorules.Execution, step alorules.StepResult) {
 			metrics.Step(step)
+		},
+		OnDefer: func(ex *alorules.Execution, step alorules.StepResult, reason string) {
+			metrics.Deferred(step, reason)
 		},
 	})
 	a.admin = &web.Admin{Store: st, Rules: a.engine, Runner: a.runner, Getenv: getenv, Logger: log}

@@ -114,3 +114,47 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("with the store closed: got %d %q, want 503 not ready: store closed", code, body)
 	}
 }
+
+// TestServeMaxPerTarget: --max-per-target and ALORULES_MAX_PER_TARGET set
+// the cap per target, the flag winning; 0 (the default) leaves it to the
+// runner (half of --workers); a negative value is refused.
+func TestServeMaxPerTarget(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     string
+		want    int
+		wantErr string
+	}{
+		{"default", nil, "", 0, ""},
+		{"flag", []string{"--max-per-target", "3"}, "", 3, ""},
+		{"environment", nil, "5", 5, ""},
+		{"flag wins", []string{"--max-per-target", "2"}, "5", 2, ""},
+		{"negative", []string{"--max-per-target", "-1"}, "", 0, "--max-per-target -1"},
+		{"not a number", nil, "many", 0, "ALORULES_MAX_PER_TARGET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				switch k {
+				case "ALO_SIGNING_SECRET":
+					return "s"
+				case "ALORULES_MAX_PER_TARGET":
+					return tt.env
+				}
+				return ""
+			}
+			cfg, err := parseServe(tt.args, cmdIO{stdout: io.Discard, stderr: io.Discard, getenv: getenv})
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("got error %v, want one naming %s", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Errorf("got error %v, want none", err)
+			case cfg.MaxPerTarget != tt.want:
+				t.Errorf("got %d, want %d", cfg.MaxPerTarget, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,297 @@
+package actions
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// keyOf is the gate's key for a test server's URL.
+func keyOf(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return targetKey(u)
+}
+
+func TestTargetKey(t *testing.T) {
+	tests := []struct{ url, want string }{
+		{"https://hooks.slack.com/services/T/B/X", "hooks.slack.com:443"},
+		{"http://Example.COM/a", "example.com:80"},
+		{"https://example.com:8443/v1", "example.com:8443"},
+		{"http://[2001:db8::1]:9000/x", "[2001:db8::1]:9000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			if got := keyOf(t, tt.url); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestTargetGate: slots are counted per target, refused beyond the limit
+// only for an attempt's first request, and given back exactly once however
+// the attempt ends.
+func TestTargetGate(t *testing.T) {
+	g := newTargetGate(2)
+	a, b, c := g.newSlots(), g.newSlots(), g.newSlots()
+	if !a.take("x:80") || !b.take("x:80") {
+		t.Fatal("got a refusal below the limit, want two slots")
+	}
+	if c.take("x:80") {
+		t.Fatal("third attempt on x:80 got a slot, want a refusal at the limit of 2")
+	}
+	if got := c.deferred(); got != "x:80" {
+		t.Errorf("refused attempt: got deferred %q, want x:80", got)
+	}
+	if !c.take("y:80") {
+		t.Error("another target refused, want targets counted apart")
+	}
+	if got := c.deferred(); got != "" {
+		t.Errorf("attempt that sent a request: got deferred %q, want none (it may have been delivered)", got)
+	}
+	// A later request of an attempt that already sent one (a redirect) is
+	// never refused, and counts.
+	if !a.take("x:80") {
+		t.Error("second request of an attempt refused, want it let through")
+	}
+	if n := g.inUse("x:80"); n != 3 {
+		t.Errorf("x:80 in use: got %d, want 3", n)
+	}
+
+	a.give("x:80")
+	a.give("x:80")
+	a.give("x:80") // one more than a holds: no effect
+	if n := g.inUse("x:80"); n != 1 {
+		t.Errorf("after a gave back its two: got %d in use, want 1 (b's)", n)
+	}
+	b.done()
+	b.done()
+	c.done()
+	if n, m := g.inUse("x:80"), g.inUse("y:80"); n != 0 || m != 0 {
+		t.Errorf("after every attempt ended: got x:80 %d, y:80 %d in use, want 0 and 0", n, m)
+	}
+	if len(g.inflight) != 0 {
+		t.Errorf("got %d targets remembered, want none once idle", len(g.inflight))
+	}
+	if d := g.newSlots(); !d.take("x:80") || d.deferred() != "" {
+		t.Error("slot refused after all were given back")
+	}
+}
+
+// TestTargetCapThroughClient sends real requests through the guarded
+// client with an attempt's slots in the context, and checks when the slot
+// is held and that every way a request can end gives it back.
+func TestTargetCapThroughClient(t *testing.T) {
+	release := make(chan struct{})
+	srv := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		switch r.URL.Path {
+		case "/stall":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/redirect":
+			http.Redirect(w, r, "/landed", http.StatusFound)
+		case "/body":
+			io.WriteString(w, "part")
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	other := newTarget(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+
+	client := newOutbound(guard{allowPrivate: true}).Client(true)
+	key := keyOf(t, srv.URL)
+	get := func(ctx context.Context, rawURL string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return client.Do(req)
+	}
+
+	t.Run("held until the body is closed", func(t *testing.T) {
+		g := newTargetGate(1)
+		s := g.newSlots()
+		resp, err := get(withSlots(context.Background(), s), srv.URL+"/ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := g.inUse(key); n != 1 {
+			t.Errorf("body open: got %d in use, want 1", n)
+		}
+		resp.Body.Close()
+		resp.Body.Close()
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("body closed: got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("refused when busy, not sent", func(t *testing.T) {
+		g := newTargetGate(1)
+		holder := g.newSlots()
+		holder.take(key)
+		before := len(srv.requests())
+		s := g.newSlots()
+		_, err := get(withSlots(context.Background(), s), srv.URL+"/ok")
+		if !errors.Is(err, ErrTargetBusy) {
+			t.Errorf("got %v, want ErrTargetBusy", err)
+		}
+		if got := s.deferred(); got != key {
+			t.Errorf("got deferred %q, want %q", got, key)
+		}
+		if n := len(srv.requests()) - before; n != 0 {
+			t.Errorf("target got %d requests, want 0", n)
+		}
+		// Another host is not affected.
+		resp, err := get(withSlots(context.Background(), g.newSlots()), other.URL)
+		if err != nil {
+			t.Fatalf("other target: %v", err)
+		}
+		resp.Body.Close()
+		holder.done()
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("given back on a dial error", func(t *testing.T) {
+		g := newTargetGate(1)
+		s := g.newSlots()
+		if _, err := get(withSlots(context.Background(), s), down); err == nil {
+			t.Fatal("got no error from a closed port")
+		}
+		if n := g.inUse(keyOf(t, down)); n != 0 {
+			t.Errorf("got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("given back on a timeout before the answer", func(t *testing.T) {
+		g := newTargetGate(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if _, err := get(withSlots(ctx, g.newSlots()), srv.URL+"/stall"); err == nil {
+			t.Fatal("got no error from a stalled target")
+		}
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("given back on a timeout while reading the body", func(t *testing.T) {
+		g := newTargetGate(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		resp, err := get(withSlots(ctx, g.newSlots()), srv.URL+"/body")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err == nil {
+			t.Error("read the whole body of a stalled answer, want a timeout")
+		}
+		resp.Body.Close()
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("an attempt's end gives back a body never closed", func(t *testing.T) {
+		g := newTargetGate(1)
+		s := g.newSlots()
+		resp, err := get(withSlots(context.Background(), s), srv.URL+"/ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.done()
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("got %d in use, want 0", n)
+		}
+		resp.Body.Close() // late: must not give back someone else's slot
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("after a late close: got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("a redirect takes a slot per hop", func(t *testing.T) {
+		g := newTargetGate(1)
+		s := g.newSlots()
+		resp, err := get(withSlots(context.Background(), s), srv.URL+"/redirect")
+		if err != nil {
+			t.Fatalf("redirect within a cap of 1: %v", err)
+		}
+		if n := g.inUse(key); n != 1 {
+			t.Errorf("landed: got %d in use, want 1 (the first hop's given back)", n)
+		}
+		resp.Body.Close()
+		if n := g.inUse(key); n != 0 {
+			t.Errorf("got %d in use, want 0", n)
+		}
+	})
+
+	t.Run("not capped outside the runner", func(t *testing.T) {
+		resp, err := get(context.Background(), srv.URL+"/ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	})
+}
+
+// TestTargetCapEveryKind: slack, alo and http steps all pass the gate, so a
+// busy target defers each of them before anything is sent.
+func TestTargetCapEveryKind(t *testing.T) {
+	srv := newTarget(t, nil)
+	key := keyOf(t, srv.URL)
+	tests := []struct {
+		name string
+		req  Request
+	}{
+		{"http", request(KindHTTP, &HTTP{Connection: "target", Path: "/x"}, httpConn(srv.URL))},
+		{"slack webhook", request(KindSlack, &Slack{Connection: "slack", Text: "hi"}, slackWebhookConn(srv.URL))},
+		{"slack bot", request(KindSlack, &Slack{Connection: "slack", Text: "hi"}, slackBotConn(srv.URL))},
+		{"alo", request(KindALO, &ALO{Connection: "alo", PostMessage: &ALOMessage{ChannelID: "c1", Content: "hi"}}, aloConn(srv.URL))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newTargetGate(1)
+			holder := g.newSlots()
+			holder.take(key)
+			defer holder.done()
+			s := g.newSlots()
+			before := len(srv.requests())
+			_, err := Do(withSlots(context.Background(), s), tt.req, Env{})
+			if err == nil {
+				t.Fatal("got success, want the step refused")
+			}
+			if got := s.deferred(); got != key {
+				t.Errorf("got deferred %q (err %v), want %q", got, err, key)
+			}
+			if n := len(srv.requests()) - before; n != 0 {
+				t.Errorf("target got %d requests, want 0", n)
+			}
+			if strings.Contains(err.Error(), "XXXXsecretXXXX") {
+				t.Errorf("error %q shows the webhook URL", err)
+			}
+		})
+	}
+}
