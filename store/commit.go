@@ -115,6 +115,7 @@ func (s *Store) commit(batch []*writeReq) {
 		return nil
 	})
 	s.commits.Add(1)
+	s.commitFailed.Store(err != nil && !isolate)
 	switch {
 	case isolate:
 		// Something in the batch failed half-way; the transaction was
@@ -146,4 +147,16 @@ func runWrite(fn func(tx *bolt.Tx) error, tx *bolt.Tx) (err error) {
 		}
 	}()
 	return fn(tx)
+}
+
+// Writable reports whether the store can commit. While the last commit
+// succeeded it costs nothing; after a failed one (a full or read-only
+// disk) it commits an empty transaction, so that a disk that recovered is
+// seen as such without waiting for traffic that a not-ready service may
+// not get.
+func (s *Store) Writable(ctx context.Context) error {
+	if !s.commitFailed.Load() {
+		return nil
+	}
+	return s.write(ctx, func(*bolt.Tx) error { return nil })
 }

@@ -61,7 +61,8 @@ type Store struct {
 	// records in the past.
 	newID func(time.Time) string
 
-	commits atomic.Int64 // transactions committed by the committer
+	commits      atomic.Int64 // transactions committed by the committer
+	commitFailed atomic.Bool  // the last shared commit failed (see Writable)
 
 	mu     sync.RWMutex // held for reading by every call, for writing by Close
 	closed bool

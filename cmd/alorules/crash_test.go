@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -160,6 +161,18 @@ func ledgerSender(t *testing.T, url string, l *ledger, pad int) func(n int) map[
 		}
 		return codes
 	}
+}
+
+// readyz answers GET /readyz on the admin listener.
+func readyz(t testing.TB, admin string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // checkAcked checks a store file no process holds: bbolt's check is clean,
@@ -482,6 +495,9 @@ func TestIngestOnReadOnlyDisk(t *testing.T) {
 	ro := send(30)
 	if len(ro) != 1 || ro[http.StatusServiceUnavailable] != 30 {
 		t.Errorf("read-only disk: got answers %v, want 30 x 503", ro)
+	}
+	if code, body := readyz(t, c.admin); code != http.StatusServiceUnavailable || body != "not ready: store cannot commit\n" {
+		t.Errorf("read-only disk: /readyz got %d %q, want 503 store cannot commit", code, body)
 	}
 	c.term(30 * time.Second) // closing a store on a failed disk may fail; the file is what counts
 

@@ -251,19 +251,21 @@ func NewApp(cfg serveConfig, log *slog.Logger, getenv func(string) string) (*App
 	return a, nil
 }
 
-// ready is /readyz: rules are loaded and the store answers. Reading back
-// the running rules' source by its hash checks both in one cheap read
-// transaction: executions name that hash, and steps are rendered from
-// it. The reasons are short and fixed, since /readyz is open to anyone.
+// ready is /readyz: rules are loaded and the store answers and commits.
+// Reading back the running rules' source by its hash checks the first two
+// in one cheap read transaction: executions name that hash, and steps are
+// rendered from it. The reasons are short and fixed, since /readyz is open to anyone.
 func (a *App) ready(ctx context.Context) error {
-	rs := a.engine.Current()
-	if rs == nil {
-		return errors.New("no rules loaded")
-	}
-	_, err := a.store.RuleSet(ctx, rs.Hash())
-	switch {
-	case err == nil:
+	_, err := a.store.RuleSet(ctx, a.engine.Current().Hash())
+	if err == nil {
+		// Reads work; ingest needs commits too (a full or read-only
+		// disk reads fine and answers every webhook 503).
+		if a.store.Writable(ctx) != nil {
+			return errors.New("store cannot commit")
+		}
 		return nil
+	}
+	switch {
 	case errors.Is(err, alorules.ErrStoreClosed):
 		return errors.New("store closed")
 	case errors.Is(err, alorules.ErrNotFound):
