@@ -92,6 +92,7 @@ type Engine struct {
 	lastDur  time.Duration
 	okN      uint64
 	failN    uint64
+	gone     time.Time           // when the watcher found the file missing; zero while it is there
 	cache    map[string]*RuleSet // compiled rule sets by hash, for RenderStep
 	order    []string            // cache keys, oldest first
 
@@ -365,12 +366,22 @@ func (e *Engine) reload(watched bool) error {
 		// failure to alarm anyone with. The running rules stay, and
 		// the file's return wakes the watcher again. Asked for by
 		// hand (SIGHUP, POST /-/reload), a missing file is an error.
-		e.log.Info("rules file is gone; keeping the running rules until it is back", "path", e.cfg.RulesPath)
+		// A file that stays gone is shown in Status (and on the
+		// dashboard): the running rules then have no source on disk.
+		e.mu.Lock()
+		if e.gone.IsZero() {
+			e.gone = e.cfg.Now()
+			e.log.Info("rules file is gone; keeping the running rules until it is back", "path", e.cfg.RulesPath)
+		}
+		e.mu.Unlock()
 		return nil
 	}
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !errors.Is(err, fs.ErrNotExist) {
+		e.gone = time.Time{}
+	}
 	e.lastAt, e.lastDur = e.cfg.Now(), took
 	if err != nil {
 		e.failN++
@@ -437,6 +448,10 @@ type Status struct {
 	LastReloadTook  time.Duration `json:"last_reload_took,omitempty"`
 	ReloadsOK       uint64        `json:"reloads_ok"`
 	ReloadsFailed   uint64        `json:"reloads_failed"`
+	// FileGoneSince is when the watcher found the rules file deleted and
+	// not yet back (a checkout in progress, or deleted for good); zero
+	// while it is there. The running rules stay either way.
+	FileGoneSince time.Time `json:"file_gone_since,omitzero"`
 	// LoopsSuspected are the rules the loop guard has stopped, each for
 	// one key.
 	LoopsSuspected []LoopSuspension `json:"loops_suspected"`
@@ -461,6 +476,7 @@ func (e *Engine) Status() Status {
 	defer e.mu.Unlock()
 	st.LastReloadAt, st.LastReloadTook = e.lastAt, e.lastDur
 	st.ReloadsOK, st.ReloadsFailed = e.okN, e.failN
+	st.FileGoneSince = e.gone
 	if e.lastErr != nil {
 		st.LastError = e.lastErr.Error()
 		var le *LoadError

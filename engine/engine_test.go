@@ -474,10 +474,14 @@ func TestEngineHotReload(t *testing.T) {
 		if s.ReloadsFailed != failed || s.LastError != "" {
 			t.Errorf("after delete: got %d failed reloads (want %d) and last error %q (want none)", s.ReloadsFailed, failed, s.LastError)
 		}
+		if s.FileGoneSince.IsZero() {
+			t.Error("after delete: got no file_gone_since, want the time the file went")
+		}
 		writeFile(t, rules, version(5))
 		waitHash("recreate", version(5))
-		if s := e.Status(); s.ReloadsFailed != failed || s.LastError != "" {
-			t.Errorf("after recreate: got %d failed reloads (want %d) and last error %q", s.ReloadsFailed, failed, s.LastError)
+		if s := e.Status(); s.ReloadsFailed != failed || s.LastError != "" || !s.FileGoneSince.IsZero() {
+			t.Errorf("after recreate: got %d failed reloads (want %d), last error %q and file_gone_since %v (want none)",
+				s.ReloadsFailed, failed, s.LastError, s.FileGoneSince)
 		}
 		// Asked for by hand, a missing file is an error all the same.
 		if err := os.Remove(rules); err != nil {

@@ -918,3 +918,47 @@ func TestCaret(t *testing.T) {
 		})
 	}
 }
+
+// TestUIDashboardRulesFileGone: a rules file deleted under the running
+// service is not a failed reload, but the dashboard says it is gone and
+// that the rules shown still run, until it is back.
+func TestUIDashboardRulesFileGone(t *testing.T) {
+	e := newUIEnv(t, uiOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c := e.client()
+	const banner = "The rules file is gone"
+	if _, page := e.get(c, "/"); strings.Contains(page, banner) {
+		t.Fatal("got the banner with the file in place")
+	}
+	src, err := os.ReadFile(e.rulesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The watcher starts with Run; a removal before it watches goes unseen.
+	deadline := time.Now().Add(10 * time.Second)
+	for e.eng.Status().FileGoneSince.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("the removal was not seen within 10s")
+		}
+		os.Remove(e.rulesPath)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, page := e.get(c, "/"); !strings.Contains(page, banner) || !strings.Contains(page, "page-urgent") {
+		t.Errorf("got a dashboard without the banner or the running rules:\n%s", page)
+	}
+	if err := os.WriteFile(e.rulesPath, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for !e.eng.Status().FileGoneSince.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("the file's return was not seen within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, page := e.get(c, "/"); strings.Contains(page, banner) {
+		t.Error("got the banner after the file came back")
+	}
+}
