@@ -163,6 +163,17 @@ func ledgerSender(t *testing.T, url string, l *ledger, pad int) func(n int) map[
 	}
 }
 
+// emptyRulesDir returns a new directory holding a rules.yaml without
+// rules, for the proofs about storage, where rules do not matter.
+func emptyRulesDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // readyz answers GET /readyz on the admin listener.
 func readyz(t testing.TB, admin string) (int, string) {
 	t.Helper()
@@ -389,10 +400,7 @@ func fill(t *testing.T, dir string) string {
 // recovers without a restart, and the file passes bbolt's check.
 func TestIngestOnFullDisk(t *testing.T) {
 	mnt := mountTmpfs(t, "4m")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := emptyRulesDir(t)
 	db := filepath.Join(mnt, "alorules.db")
 	c := startChild(t, dir, db)
 	url := "http://" + c.public + "/webhooks/alo"
@@ -476,10 +484,7 @@ func TestIngestOnReadOnlyDisk(t *testing.T) {
 		t.Skip("runs the service as a subprocess")
 	}
 	mnt, trigger := mountExt4(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := emptyRulesDir(t)
 	db := filepath.Join(mnt, "alorules.db")
 	c := startChild(t, dir, db)
 	url := "http://" + c.public + "/webhooks/alo"
@@ -514,10 +519,7 @@ func TestSecondProcessRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the service as a subprocess")
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := emptyRulesDir(t)
 	first := startChild(t, dir, "")
 	enc, _ := json.Marshal([]string{"serve", "--rules", filepath.Join(dir, "rules.yaml"),
 		"--db", filepath.Join(dir, "alorules.db"), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
@@ -552,10 +554,7 @@ func TestSecondProcessRefused(t *testing.T) {
 // could not store.
 func TestStartOnReadOnlyDisk(t *testing.T) {
 	mnt := mountTmpfs(t, "4m")
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte("version: 1\nrules: []\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir := emptyRulesDir(t)
 	db := filepath.Join(mnt, "alorules.db")
 	st, err := store.Open(db, store.Options{})
 	if err != nil {
