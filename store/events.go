@@ -294,6 +294,9 @@ func getEvent(tx *bolt.Tx, id []byte) (*alorules.Event, error) {
 // for the following page (pass it as Before), "" when there are no more.
 // Each filter walks an index in key order; nothing scans the whole store.
 func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Event, next string, err error) {
+	if f.Rule != "" && !s.ruleIndex {
+		return nil, "", fmt.Errorf("list events: %w", errNoRuleIndex)
+	}
 	limit := pageLimit(f.Limit)
 	floor := ""
 	if !f.Since.IsZero() {

@@ -50,6 +50,19 @@ var allBuckets = [][]byte{
 	bEntities, bEntAge, bTimers, bTimerDue, bTimerKey, bDigests, bDigestDue, bDigestKey, bEventRefs, bRuleEvents,
 }
 
+// indexBuckets are built by the migration to schema 2; a file from before
+// it may lack them.
+var indexBuckets = [][]byte{bRuleEvents}
+
+func isIndexBucket(name []byte) bool {
+	for _, b := range indexBuckets {
+		if bytes.Equal(b, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Counter names in bCounts.
 const (
 	countEvents = "events"

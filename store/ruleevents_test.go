@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -129,50 +132,113 @@ func TestEventsByRule(t *testing.T) {
 	}
 }
 
-// TestRuleEventsBackfill: a file written before the rule_events index gets
-// it built from its match records and failed executions when opened.
-func TestRuleEventsBackfill(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "alorules.db")
-	s, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
+// TestMigrateSchema1: a schema 1 file, written before the rule_events
+// index or by a build that kept it with gaps (a build without it saved
+// matches and pruned events), gets the index rebuilt when opened
+// read-write, a batch per transaction, and is marked schema 2; a
+// read-only open reads it as it is and builds nothing.
+func TestMigrateSchema1(t *testing.T) {
+	defer func(n int) { ruleEventsBatch = n }(ruleEventsBatch)
+	ruleEventsBatch = 1 // every record in a transaction of its own
+	tests := []struct {
+		name string
+		// v1 turns the current file into a schema 1 file.
+		v1 func(tx *bolt.Tx) error
+	}{
+		{"from before the index", func(tx *bolt.Tx) error {
+			return tx.DeleteBucket(bRuleEvents)
+		}},
+		{"with gaps and stale entries", func(tx *bolt.Tx) error {
+			b := tx.Bucket(bRuleEvents)
+			k, _ := b.Cursor().First()
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+			if err := b.Put(cat(pfx("r1", RuleMatched), []byte(idFloor(time.Now()))), nil); err != nil {
+				return err
+			}
+			return tx.Bucket(bMeta).Put([]byte("rule_events_built"), []byte("1"))
+		}},
 	}
-	ids := ruleEventsFixture(t, s, time.Now().Add(-10*time.Hour).Truncate(time.Hour))
-	want := bucketKeys(t, s, bRuleEvents)
-	if len(want) != 7 { // 5 hits, 2 failures
-		t.Fatalf("got %d rule_events entries, want 7", len(want))
-	}
-	// Make it an older file: no index, no mark.
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bRuleEvents); err != nil {
-			return err
-		}
-		return tx.Bucket(bMeta).Delete([]byte(metaRuleEvents))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 { // the second Open finds the mark and builds nothing
-		s, err = Open(path, Options{NoSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := bucketKeys(t, s, bRuleEvents); fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("after Open: got entries %q, want %q", got, want)
-		}
-		evs, _, err := s.Events(ctx, EventFilter{Rule: "r1", Outcome: RuleFailed})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(evs) != 2 || evs[0].ID != ids["failed"] || evs[1].ID != ids["error"] {
-			t.Errorf("failures of r1 after Open: got %d events, want failed and error", len(evs))
-		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "alorules.db")
+			s, err := Open(path, Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids := ruleEventsFixture(t, s, time.Now().Add(-10*time.Hour).Truncate(time.Hour))
+			want := bucketKeys(t, s, bRuleEvents)
+			if len(want) != 7 { // 5 hits, 2 failures
+				t.Fatalf("got %d rule_events entries, want 7", len(want))
+			}
+			err = s.db.Update(func(tx *bolt.Tx) error {
+				if err := tc.v1(tx); err != nil {
+					return err
+				}
+				return tx.Bucket(bMeta).Put([]byte("schema_version"), []byte("1"))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err = Open(path, Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Event(ctx, ids["failed"]); err != nil {
+				t.Errorf("read-only: %v", err)
+			}
+			if _, _, err := s.Events(ctx, EventFilter{Rule: "r1"}); !errors.Is(err, errNoRuleIndex) {
+				t.Errorf("read-only, by rule: got %v, want %v", err, errNoRuleIndex)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+				t.Error("the file changed under a read-only open")
+			}
+
+			for range 2 { // the second Open finds schema 2 and builds nothing
+				s, err = Open(path, Options{NoSync: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := bucketKeys(t, s, bRuleEvents); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("after Open: got entries %q, want %q", got, want)
+				}
+				evs, _, err := s.Events(ctx, EventFilter{Rule: "r1", Outcome: RuleFailed})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(evs) != 2 || evs[0].ID != ids["failed"] || evs[1].ID != ids["error"] {
+					t.Errorf("failures of r1 after Open: got %d events, want failed and error", len(evs))
+				}
+				err = s.db.View(func(tx *bolt.Tx) error {
+					meta := tx.Bucket(bMeta)
+					if v := string(meta.Get([]byte("schema_version"))); v != "2" {
+						t.Errorf("got schema version %q, want 2", v)
+					}
+					if meta.Get([]byte("rule_events_built")) != nil {
+						t.Error("got the mark of the build before schema 2, want it gone")
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
