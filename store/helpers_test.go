@@ -66,6 +66,27 @@ func bucketLens(t testing.TB, s *Store) map[string]int {
 
 var ctx = context.Background()
 
+// allPages lists the events f selects, following the cursor from page to
+// page, and returns them with the number of pages.
+func allPages(t testing.TB, s *Store, f EventFilter) (evs []*alorules.Event, pages int) {
+	t.Helper()
+	for {
+		page, next, err := s.Events(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		evs = append(evs, page...)
+		if next == "" {
+			return evs, pages
+		}
+		if pages > 10000 {
+			t.Fatalf("got more than %d pages of %+v", pages, f)
+		}
+		f.Before = next
+	}
+}
+
 // newEvent returns an event of the given type received at at.
 func newEvent(typ string, at time.Time) *alorules.Event {
 	body := fmt.Sprintf(`{"type": %q, "n": %d}`, typ, rand.Int())
