@@ -1,10 +1,8 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -124,11 +122,7 @@ func TestEventsByRule(t *testing.T) {
 			for _, n := range tc.want {
 				want = append(want, ids[n])
 			}
-			var got []string
-			for _, ev := range evs {
-				got = append(got, ev.ID)
-			}
-			if fmt.Sprint(got) != fmt.Sprint(want) || next != "" {
+			if got := eventIDs(evs); fmt.Sprint(got) != fmt.Sprint(want) || next != "" {
 				t.Errorf("got %v (next %q), want %v (%v)", got, next, want, tc.want)
 			}
 		})
@@ -136,11 +130,8 @@ func TestEventsByRule(t *testing.T) {
 
 	// Paging: one per page, to the end.
 	evs, pages := allPages(t, s, EventFilter{Rule: "r2", Outcome: RuleFailed, Limit: 1})
-	var got []string
-	for _, ev := range evs {
-		got = append(got, ev.ID)
-	}
-	if want := fmt.Sprint([]string{ids["replayed"], ids["late"], ids["replayed"]}); fmt.Sprint(got) != want || pages != 3 {
+	got, want := fmt.Sprint(eventIDs(evs)), fmt.Sprint([]string{ids["replayed"], ids["late"], ids["replayed"]})
+	if got != want || pages != 3 {
 		t.Errorf("paging: got %v in %d pages, want %v in 3", got, pages, want)
 	}
 
@@ -237,26 +228,14 @@ func TestMigrateSchema1(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			before, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err = Open(path, Options{ReadOnly: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Event(ctx, ids["failed"]); err != nil {
-				t.Errorf("read-only: %v", err)
-			}
-			if _, _, err := s.Events(ctx, EventFilter{Rule: "r1"}); !errors.Is(err, errNoRuleIndex) {
-				t.Errorf("read-only, by rule: got %v, want %v", err, errNoRuleIndex)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
-				t.Error("the file changed under a read-only open")
-			}
+			readOnly(t, path, func(s *Store) {
+				if _, err := s.Event(ctx, ids["failed"]); err != nil {
+					t.Errorf("read-only: %v", err)
+				}
+				if _, _, err := s.Events(ctx, EventFilter{Rule: "r1"}); !errors.Is(err, errNoRuleIndex) {
+					t.Errorf("read-only, by rule: got %v, want %v", err, errNoRuleIndex)
+				}
+			})
 
 			for range 2 { // the second Open finds schema 2 and builds nothing
 				s, err = Open(path, Options{NoSync: true})
