@@ -38,10 +38,14 @@ type EventFilter struct {
 	Unmatched bool
 	// Rule keeps the events that rule matched (Outcome RuleMatched, the
 	// default) or failed on (Outcome RuleFailed), from the rule_events
-	// index. Outcome without Rule is ignored.
+	// index: by the hour they were counted in, newest first, an event
+	// once per hour it was counted in (see RuleStats). The cursor (next,
+	// Before) is then the hour and the event id. Outcome without Rule is
+	// ignored.
 	Rule, Outcome string
 	// Since keeps events received at or after it (by the time in their
-	// id), if not zero.
+	// id), if not zero; with Rule, those counted at or after it, so that
+	// from the start of an hour the list holds what RuleStats counts.
 	Since time.Time
 }
 
@@ -294,6 +298,9 @@ func getEvent(tx *bolt.Tx, id []byte) (*alorules.Event, error) {
 // for the following page (pass it as Before), "" when there are no more.
 // Each filter walks an index in key order; nothing scans the whole store.
 func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Event, next string, err error) {
+	if f.Rule != "" && !s.ruleIndex {
+		return nil, "", fmt.Errorf("list events: %w", errNoRuleIndex)
+	}
 	limit := pageLimit(f.Limit)
 	floor := ""
 	if !f.Since.IsZero() {
@@ -309,13 +316,17 @@ func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Even
 		var keep []func(id []byte) bool
 		ofType := func(id []byte) bool { return tx.Bucket(bEvType).Get(cat(pfx(f.Type), id)) != nil }
 		isUnmatched := func(id []byte) bool { return unmatched.Get(id) != nil }
+		byRule := f.Rule != ""
 		switch {
-		case f.Rule != "":
+		case byRule:
 			kind := f.Outcome
 			if kind == "" {
 				kind = RuleMatched
 			}
 			idx, p = tx.Bucket(bRuleEvents), pfx(f.Rule, kind)
+			if floor != "" {
+				floor = hourKey(f.Since)
+			}
 			if f.Type != "" {
 				keep = append(keep, ofType)
 			}
@@ -332,35 +343,47 @@ func (s *Store) Events(ctx context.Context, f EventFilter) (evs []*alorules.Even
 		default:
 			idx = tx.Bucket(bEvents)
 		}
+		since := unixNanos(f.Since)
 		scanned := 0
-		skip := func(id []byte) bool {
+		skip := func(cursor []byte) bool {
 			if scanned++; scanned >= maxScan {
-				next = string(id)
+				next = string(cursor)
 				return false
 			}
 			return true
 		}
-		return eachDesc(idx, p, f.Before, floor, func(id, _ []byte) (bool, error) {
+		// The cursor is the key after the prefix: the event id, or for a
+		// rule's list the hour and the event id.
+		last := ""
+		return eachDesc(idx, p, f.Before, floor, func(cursor, v []byte) (bool, error) {
+			id := cursor
+			if byRule {
+				if len(cursor) < hourKeyLen {
+					return false, fmt.Errorf("bad rule_events key %q", cursor)
+				}
+				id = cursor[hourKeyLen:]
+				// The walk starts at since's hour; in it, only what was
+				// counted at or after since.
+				if !f.Since.IsZero() && getU64(v) < since {
+					return skip(cursor), nil
+				}
+			}
 			for _, k := range keep {
 				if !k(id) {
-					return skip(id), nil
+					return skip(cursor), nil
 				}
 			}
 			if len(evs) == limit {
 				// One more exists: this page is full.
-				next = evs[limit-1].ID
+				next = last
 				return false, nil
 			}
 			ev, err := getEvent(tx, id)
-			if errors.Is(err, alorules.ErrNotFound) && f.Rule != "" {
-				// Left by a build that did not know the index when it
-				// pruned the event.
-				return skip(id), nil
-			}
 			if err != nil {
 				return false, fmt.Errorf("event %s: %w", id, err)
 			}
 			evs = append(evs, ev)
+			last = string(cursor)
 			return true, nil
 		})
 	})

@@ -81,25 +81,13 @@ func TestEventsPaging(t *testing.T) {
 				}
 				return
 			}
-			var got []string
-			f, pages := tt.f, 0
-			for {
-				evs, next, err := s.Events(ctx, f)
-				if err != nil {
-					t.Fatal(err)
+			evs, pages := allPages(t, s, tt.f)
+			for _, ev := range evs {
+				if tt.f.Type != "" && ev.Type != tt.f.Type {
+					t.Errorf("event %s: got type %q, want %q", ev.ID, ev.Type, tt.f.Type)
 				}
-				pages++
-				for _, ev := range evs {
-					got = append(got, ev.ID)
-					if tt.f.Type != "" && ev.Type != tt.f.Type {
-						t.Errorf("event %s: got type %q, want %q", ev.ID, ev.Type, tt.f.Type)
-					}
-				}
-				if next == "" {
-					break
-				}
-				f.Before = next
 			}
+			got := eventIDs(evs)
 			if pages != tt.pages {
 				t.Errorf("pages: got %d, want %d", pages, tt.pages)
 			}
@@ -142,22 +130,8 @@ func TestEventsUnmatched(t *testing.T) {
 		{"unmatched of type x", EventFilter{Unmatched: true, Type: "x", Limit: 1}, unmatchedX},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var got []string
-			f := tt.f
-			for {
-				evs, next, err := s.Events(ctx, f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, ev := range evs {
-					got = append(got, ev.ID)
-				}
-				if next == "" {
-					break
-				}
-				f.Before = next
-			}
-			if fmt.Sprint(got) != fmt.Sprint(reversed(tt.want)) {
+			evs, _ := allPages(t, s, tt.f)
+			if got := eventIDs(evs); fmt.Sprint(got) != fmt.Sprint(reversed(tt.want)) {
 				t.Errorf("got %v, want %v", got, reversed(tt.want))
 			}
 		})

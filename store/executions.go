@@ -141,10 +141,7 @@ func insertExec(tx *bolt.Tx, ex *alorules.Execution, val []byte) (bool, error) {
 		// once.
 		val = bytes.Clone(val)
 		val[1] |= flagFailureCounted
-		if err := addRuleStat(tx, ex.Rule, ex.UpdatedAt, 0, 1); err != nil {
-			return false, err
-		}
-		if err := addRuleEvent(tx, ex.Rule, RuleFailed, ex.EventID); err != nil {
+		if err := countRuleEvent(tx, ex.Rule, RuleFailed, ex.EventID, ex.UpdatedAt); err != nil {
 			return false, err
 		}
 	}
@@ -323,7 +320,9 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 // moving its status index entry, its run queue entry (present only while
 // queued or retrying, keyed by NextAttemptAt) and the status counters. The
 // first time an execution becomes failed, the failure is counted in its
-// rule's stats. A zero UpdatedAt is set to now. The execution must exist
+// rule's stats for the hour of UpdatedAt, unless that hour counts a failure
+// of the rule for the same event already (see rule_events). A zero
+// UpdatedAt is set to now. The execution must exist
 // (alorules.ErrNotFound).
 func (s *Store) UpdateExecution(ctx context.Context, ex *alorules.Execution) error {
 	if ex.UpdatedAt.IsZero() {
@@ -359,10 +358,7 @@ func updateExec(tx *bolt.Tx, ex *alorules.Execution, val []byte) error {
 		return err
 	}
 	if ex.Status == alorules.StatusFailed && flags&flagFailureCounted == 0 {
-		if err := addRuleStat(tx, ex.Rule, ex.UpdatedAt, 0, 1); err != nil {
-			return err
-		}
-		if err := addRuleEvent(tx, ex.Rule, RuleFailed, ex.EventID); err != nil {
+		if err := countRuleEvent(tx, ex.Rule, RuleFailed, ex.EventID, ex.UpdatedAt); err != nil {
 			return err
 		}
 		flags |= flagFailureCounted

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -65,6 +67,57 @@ func bucketLens(t testing.TB, s *Store) map[string]int {
 }
 
 var ctx = context.Background()
+
+// allPages lists the events f selects, following the cursor from page to
+// page, and returns them with the number of pages.
+func allPages(t testing.TB, s *Store, f EventFilter) (evs []*alorules.Event, pages int) {
+	t.Helper()
+	for {
+		page, next, err := s.Events(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		evs = append(evs, page...)
+		if next == "" {
+			return evs, pages
+		}
+		if pages > 10000 {
+			t.Fatalf("got more than %d pages of %+v", pages, f)
+		}
+		f.Before = next
+	}
+}
+
+// readOnly opens the file at path read-only, calls fn with it, closes it,
+// and checks that not a byte of the file changed.
+func readOnly(t *testing.T, path string, fn func(s *Store)) {
+	t.Helper()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("the file changed under a read-only open")
+	}
+}
+
+// eventIDs are the ids of evs, in order.
+func eventIDs(evs []*alorules.Event) []string {
+	var ids []string
+	for _, ev := range evs {
+		ids = append(ids, ev.ID)
+	}
+	return ids
+}
 
 // newEvent returns an event of the given type received at at.
 func newEvent(typ string, at time.Time) *alorules.Event {

@@ -40,7 +40,9 @@ var (
 	bDigestDue  = []byte("digests_due")      // 8-byte due nanos + digest id -> nil
 	bDigestKey  = []byte("digests_key")      // pfx(rule, key) -> digest id
 	bEventRefs  = []byte("event_refs")       // pfx(event id)+timer or digest id -> nil: keeps the event
-	bRuleEvents = []byte("rule_events")      // pfx(rule, RuleMatched or RuleFailed)+event id -> nil
+	bRuleEvents = []byte("rule_events")      // pfx(rule, RuleMatched or RuleFailed)+hourKey+event id -> 8-byte nanos
+	// pfx(event id)+rule_events key -> nil: an event's entries there
+	bRuleEventRefs = []byte("rule_events_event")
 )
 
 var allBuckets = [][]byte{
@@ -48,6 +50,20 @@ var allBuckets = [][]byte{
 	bUnmatched, bExecs, bExRule, bExStatus, bExRuleSt, bExEvent, bQueue,
 	bThrottles, bRuleSets, bCounts, bRuleHours, bRules,
 	bEntities, bEntAge, bTimers, bTimerDue, bTimerKey, bDigests, bDigestDue, bDigestKey, bEventRefs, bRuleEvents,
+	bRuleEventRefs,
+}
+
+// indexBuckets are built by the migration to schema 2; a file from before
+// it may lack them.
+var indexBuckets = [][]byte{bRuleEvents, bRuleEventRefs}
+
+func isIndexBucket(name []byte) bool {
+	for _, b := range indexBuckets {
+		if bytes.Equal(b, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Counter names in bCounts.

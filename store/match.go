@@ -35,8 +35,8 @@ type MatchWrite struct {
 // SaveMatch records the outcome of matching one event in one transaction:
 // the match record, the event's removal from the pending queue (and its
 // entry in the "unmatched" index if no rule matched), each new execution
-// with its indexes and run queue entry, the throttle keys, and a hit per
-// execution in the rule stats.
+// with its indexes and run queue entry, the throttle keys, and each rule's
+// hit or condition error in the rule stats and the rule_events index.
 //
 // New executions get an id if they have none (and that id is written into
 // the match result of the same rule that has none), status queued,
@@ -117,19 +117,11 @@ func (s *Store) SaveMatch(ctx context.Context, w MatchWrite) error {
 		// steps, set a timer or fed a digest; a condition that failed
 		// at run time is a failure, like an execution that failed.
 		for _, r := range m.Results {
-			var err error
-			switch r.Outcome {
-			case alorules.OutcomeMatched:
-				err = addRuleStat(tx, r.Rule, m.MatchedAt, 1, 0)
-			case alorules.OutcomeError:
-				err = addRuleStat(tx, r.Rule, m.MatchedAt, 0, 1)
+			if kind := resultKind(r.Outcome); kind != "" {
+				if err := countRuleEvent(tx, r.Rule, kind, m.EventID, m.MatchedAt); err != nil {
+					return err
+				}
 			}
-			if err != nil {
-				return err
-			}
-		}
-		if err := addResultEvents(tx, m.EventID, m.Results); err != nil {
-			return err
 		}
 		th := tx.Bucket(bThrottles)
 		for k, until := range w.Throttles {

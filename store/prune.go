@@ -148,19 +148,6 @@ func deleteEvent(tx *bolt.Tx, id []byte) error {
 			}
 		}
 	}
-	// The rules that may have rule_events entries for the event: those of
-	// its match record and of its executions.
-	rules := map[string]bool{}
-	if mv := tx.Bucket(bMatches).Get(id); mv != nil {
-		// An unreadable record must not keep its event for ever; its
-		// executions still name their rules below.
-		var m alorules.Match
-		if json.Unmarshal(mv, &m) == nil {
-			for _, r := range m.Results {
-				rules[r.Rule] = true
-			}
-		}
-	}
 	for _, b := range [][]byte{bEvents, bUnmatched, bMatches, bPending} {
 		if err := tx.Bucket(b).Delete(id); err != nil {
 			return err
@@ -178,15 +165,11 @@ func deleteEvent(tx *bolt.Tx, id []byte) error {
 		return err
 	}
 	for _, x := range execs {
-		ex, _, err := getExec(tx, x)
-		if err == nil {
-			rules[ex.Rule] = true
-		}
 		if err := deleteExec(tx, x); err != nil {
 			return err
 		}
 	}
-	if err := deleteRuleEvents(tx, id, rules); err != nil {
+	if err := deleteRuleEvents(tx, id); err != nil {
 		return err
 	}
 	return addEventCount(tx, id, -1)

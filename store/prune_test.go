@@ -114,7 +114,8 @@ func (f *pruneFixture) check(t *testing.T, remain []int) {
 			want[string(bRuleEvents)] += 2 // and both failed
 		}
 	}
-	want[string(bThrottles)] = 5 // the ones that still hold
+	want[string(bRuleEventRefs)] = want[string(bRuleEvents)] // one twin each
+	want[string(bThrottles)] = 5                             // the ones that still hold
 	got := bucketLens(t, f.s)
 	for b, n := range want {
 		if got[b] != n {

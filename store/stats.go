@@ -9,8 +9,10 @@ import (
 )
 
 // RuleStats are one rule's hits (events it matched) and failures (events
-// its condition failed on at run time, and executions that failed) since
-// a time, and its last hit ever.
+// its condition failed on at run time, or an execution of it failed for)
+// since a time, and its last hit ever. Each hour counts an event once per
+// rule and kind, in the hour of the match or of the failure: exactly the
+// events Events lists for the rule from that hour on.
 type RuleStats struct {
 	Hits, Failures int
 	LastHit        time.Time

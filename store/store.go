@@ -29,8 +29,11 @@ import (
 )
 
 // schemaVersion is written to the meta bucket of a new file. Open refuses
-// a file written by a newer schema rather than misreading it.
-const schemaVersion = 1
+// a file written by a newer schema rather than misreading it, and migrates
+// an older one. Version 2 says that the rule_events index is complete: a
+// build that does not keep it (version 1) refuses the file instead of
+// saving matches it leaves out.
+const schemaVersion = 2
 
 // initialMmap is 1 GiB where address space is plentiful.
 const initialMmap = (strconv.IntSize / 64) << 30
@@ -68,6 +71,10 @@ type Store struct {
 	closed bool
 	reqs   chan *writeReq
 	done   chan struct{} // closed when the committer has stopped
+
+	// ruleIndex is false only for a read-only open of a file from before
+	// schema 2, whose rule_events index is missing or incomplete.
+	ruleIndex bool
 }
 
 // Open opens or creates the store file at path.
@@ -102,60 +109,75 @@ func Open(path string, opt Options) (*Store, error) {
 	if opt.ReadOnly {
 		schema = db.View
 	}
-	if err := schema(initSchema); err != nil {
+	version := 0
+	err = schema(func(tx *bolt.Tx) error {
+		var err error
+		version, err = initSchema(tx)
+		return err
+	})
+	// A read-only open migrates and writes nothing: the file is looked at
+	// as it is.
+	if err == nil && version < schemaVersion && !opt.ReadOnly {
+		err = migrateRuleEvents(db)
+		version = schemaVersion
+	}
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	// A read-only open builds and writes nothing: the file is looked at as
-	// it is.
-	if !opt.ReadOnly {
-		if err := backfillRuleEvents(db); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("open store %s: %w", path, err)
-		}
-	}
 	s := &Store{
-		db:    db,
-		path:  path,
-		newID: NewID,
-		reqs:  make(chan *writeReq, 256),
-		done:  make(chan struct{}),
+		db:        db,
+		path:      path,
+		newID:     NewID,
+		reqs:      make(chan *writeReq, 256),
+		done:      make(chan struct{}),
+		ruleIndex: version >= 2,
 	}
 	go s.commitLoop()
 	return s, nil
 }
 
-// initSchema creates the buckets and checks the schema version; in a read
-// transaction it only checks that they are there.
-func initSchema(tx *bolt.Tx) error {
+// initSchema creates the buckets and checks the schema version, which it
+// returns; in a read transaction it only checks that they are there. A new
+// file gets the current version at once: there is nothing to migrate.
+func initSchema(tx *bolt.Tx) (int, error) {
+	meta := tx.Bucket(bMeta)
+	if meta == nil && !tx.Writable() {
+		return 0, fmt.Errorf("bucket %s is missing", bMeta)
+	}
+	version, fresh := schemaVersion, true
+	if meta != nil {
+		if v := meta.Get([]byte("schema_version")); v != nil {
+			fresh = false
+			n, err := strconv.Atoi(string(v))
+			if err != nil {
+				return 0, fmt.Errorf("bad schema version %q", v)
+			}
+			if n > schemaVersion {
+				return 0, fmt.Errorf("schema version %d is newer than this build supports (%d)", n, schemaVersion)
+			}
+			version = n
+		}
+	}
 	for _, name := range allBuckets {
 		if !tx.Writable() {
-			if tx.Bucket(name) == nil {
-				return fmt.Errorf("bucket %s is missing", name)
+			// A file from before schema 2 may not have the index
+			// buckets; reads that need them say so.
+			if tx.Bucket(name) == nil && (version >= 2 || !isIndexBucket(name)) {
+				return 0, fmt.Errorf("bucket %s is missing", name)
 			}
 			continue
 		}
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("create bucket %s: %w", name, err)
+			return 0, fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	meta := tx.Bucket(bMeta)
-	v := meta.Get([]byte("schema_version"))
-	if v == nil && tx.Writable() {
-		// A new file: every match will be indexed as it is saved.
-		if err := meta.Put([]byte(metaRuleEvents), []byte("1")); err != nil {
-			return err
+	if fresh && tx.Writable() {
+		if err := tx.Bucket(bMeta).Put([]byte("schema_version"), []byte(strconv.Itoa(schemaVersion))); err != nil {
+			return 0, err
 		}
-		return meta.Put([]byte("schema_version"), []byte(strconv.Itoa(schemaVersion)))
 	}
-	n, err := strconv.Atoi(string(v))
-	if err != nil {
-		return fmt.Errorf("bad schema version %q", v)
-	}
-	if n > schemaVersion {
-		return fmt.Errorf("schema version %d is newer than this build supports (%d)", n, schemaVersion)
-	}
-	return nil
+	return version, nil
 }
 
 // Close waits for queued writes to commit and closes the file. Calls after

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"alorules"
-	"alorules/store"
 )
 
 func TestCandidateName(t *testing.T) {
@@ -224,20 +223,7 @@ func TestListEventsPaging(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var got [][]string
-			q := tc.query
-			for range 20 { // far more pages than any case has
-				page := e.eventsPage(t, q)
-				names := []string{}
-				for _, ev := range page.Events {
-					names = append(names, nameOf(ids, ev.ID))
-				}
-				got = append(got, names)
-				if page.Next == "" {
-					break
-				}
-				q = withBefore(tc.query, page.Next)
-			}
+			got := e.allPages(t, tc.query, ids)
 			if g, w := fmt.Sprint(got), fmt.Sprint(tc.want); g != w {
 				t.Errorf("got pages %s, want %s", g, w)
 			}
@@ -264,12 +250,10 @@ func TestListEventsByRule(t *testing.T) {
 	s := e.seed()
 	ids := map[string]string{"urgent": s.urgent.ID, "low": s.low.ID, "done": s.done.ID, "xss": s.xss.ID,
 		"q0": s.queued[0].EventID, "q1": s.queued[1].EventID, "q2": s.queued[2].EventID}
-	// Ids are clamped to increase within the process: take the boundary
-	// from the id rather than the time the seed asked for.
-	q1At, ok := store.IDTime(s.queued[1].EventID)
-	if !ok {
-		t.Fatal("no time in an event id")
-	}
+	// A rule's hits are listed by the time they were counted: the match,
+	// at the time the seed asked for (not that of the id, which is
+	// clamped to increase within the process).
+	q1At := s.queued[1].CreatedAt
 	tests := []struct {
 		name, query string
 		want        [][]string
@@ -284,20 +268,7 @@ func TestListEventsByRule(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var got [][]string
-			q := tc.query
-			for range 20 {
-				page := e.eventsPage(t, q)
-				names := []string{}
-				for _, ev := range page.Events {
-					names = append(names, nameOf(ids, ev.ID))
-				}
-				got = append(got, names)
-				if page.Next == "" {
-					break
-				}
-				q = withBefore(tc.query, page.Next)
-			}
+			got := e.allPages(t, tc.query, ids)
 			if g, w := fmt.Sprint(got), fmt.Sprint(tc.want); g != w {
 				t.Errorf("got pages %s, want %s", g, w)
 			}
@@ -329,6 +300,28 @@ func (e *uiEnv) eventsPage(t *testing.T, query string) eventsAnswer {
 		t.Fatalf("GET ?%s: %v: %s", query, err, body)
 	}
 	return page
+}
+
+// allPages follows GET /api/v1/events?query by its next cursor and
+// returns each page's events by their names in ids.
+func (e *uiEnv) allPages(t *testing.T, query string, ids map[string]string) [][]string {
+	t.Helper()
+	var pages [][]string
+	q := query
+	for range 20 { // far more pages than any test has
+		page := e.eventsPage(t, q)
+		names := []string{}
+		for _, ev := range page.Events {
+			names = append(names, nameOf(ids, ev.ID))
+		}
+		pages = append(pages, names)
+		if page.Next == "" {
+			return pages
+		}
+		q = withBefore(query, page.Next)
+	}
+	t.Fatalf("GET ?%s: got more than 20 pages", query)
+	return nil
 }
 
 // withBefore is query with its before cursor set to next.

@@ -260,30 +260,14 @@ func TestUIRefreshCarriesThePager(t *testing.T) {
 // TestUIDashboardCountsLinkToWhatTheyCount: each rule's "N hits" and "N
 // failures" lead to a list of exactly N events: the events it matched
 // (steps or not), and those its condition failed on or an execution of it
-// failed for.
+// failed for, each counted and listed in the hour it happened, once per
+// hour. That holds for an event received before the 24 hours and matched
+// (a backlog) or failed in them, and for an event whose execution failed
+// more than once (replays).
 func TestUIDashboardCountsLinkToWhatTheyCount(t *testing.T) {
 	e := newUIEnv(t, uiOptions{})
 	s := e.seed()
 	c := e.client()
-	_, dash := e.get(c, "/")
-	linkRE := regexp.MustCompile(`<a href="(/events\?rule=([^&"]+)&amp;outcome=(matched|failure)&amp;since=[^"]+)"[^>]*>(\d+) (?:hits?|failures?)</a>`)
-	rowRE := regexp.MustCompile(`class="c-first"><a href="/events/([^"]+)"`)
-	got := map[string][]string{} // rule and outcome -> the events listed
-	for _, m := range linkRE.FindAllStringSubmatch(dash, -1) {
-		path := strings.ReplaceAll(m[1], "&amp;", "&")
-		code, body := e.get(c, path)
-		if code != 200 {
-			t.Fatalf("GET %s: got %d, want 200", path, code)
-		}
-		var ids []string
-		for _, r := range rowRE.FindAllStringSubmatch(body, -1) {
-			ids = append(ids, r[1])
-		}
-		if n, _ := strconv.Atoi(m[4]); len(ids) != n {
-			t.Errorf("%s %s: the dashboard says %d, got %d events listed by %s", m[2], m[3], n, len(ids), path)
-		}
-		got[m[2]+" "+m[3]] = ids
-	}
 	created := []string{s.xss.ID, s.queued[2].EventID, s.queued[1].EventID, s.queued[0].EventID, s.low.ID, s.urgent.ID}
 	tests := []struct {
 		name string
@@ -301,6 +285,7 @@ func TestUIDashboardCountsLinkToWhatTheyCount(t *testing.T) {
 		{"status-done matched", []string{s.done.ID}},
 		{"status-done failure", nil},
 	}
+	got := dashboardLists(t, e, c)
 	for _, tc := range tests {
 		ids, ok := got[tc.name]
 		if !ok {
@@ -320,6 +305,79 @@ func TestUIDashboardCountsLinkToWhatTheyCount(t *testing.T) {
 	if !strings.Contains(body, `<span class="badge o-error">error</span> <span class="err">`) {
 		t.Error("got a failures list without the condition's error")
 	}
+
+	// A day and more later, every event above was received before the
+	// dashboard's 24 hours. In them: a backlog event is matched, a queued
+	// execution fails, and the failed one is replayed three times, twice
+	// failing in one hour and once in another.
+	later := e.now.Add(30 * time.Hour)
+	e.admin.Now = func() time.Time { return later }
+	hour1 := later.Truncate(time.Hour).Add(-3*time.Hour + 5*time.Minute)
+	hour2 := later.Truncate(time.Hour).Add(-time.Hour + 5*time.Minute)
+	fail := func(ex *alorules.Execution, at time.Time) {
+		t.Helper()
+		ex.Status, ex.UpdatedAt = alorules.StatusFailed, at
+		if err := e.st.UpdateExecution(context.Background(), ex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog := e.save(uiUrgentPayload, e.now)
+	e.match(backlog, hour1)
+	fail(s.queued[0], hour2)
+	for _, at := range []time.Time{hour1, hour1.Add(10 * time.Minute), hour2} {
+		replay := &alorules.Execution{EventID: s.urgent.ID, Rule: "page-urgent", RuleSetHash: s.failed.RuleSetHash, Replay: true, CreatedAt: at}
+		if err := e.st.AddExecutions(context.Background(), []*alorules.Execution{replay}); err != nil {
+			t.Fatal(err)
+		}
+		fail(replay, at.Add(time.Minute))
+	}
+	tests = []struct {
+		name string
+		want []string
+	}{
+		{"record-created matched", []string{backlog.ID}},
+		{"page-urgent matched", []string{backlog.ID}},
+		// Newest hour first; in an hour, newest event first.
+		{"page-urgent failure", []string{s.queued[0].EventID, s.urgent.ID, s.urgent.ID}},
+		{"title-check failure", []string{backlog.ID}},
+		{"status-done matched", nil},
+	}
+	got = dashboardLists(t, e, c)
+	for _, tc := range tests {
+		if ids := got[tc.name]; fmt.Sprint(ids) != fmt.Sprint(tc.want) {
+			t.Errorf("a day later, %s: got events %v, want %v", tc.name, ids, tc.want)
+		}
+	}
+}
+
+// dashboardLists follows each rule's hits and failures links on the
+// dashboard, checks that each list is as long as its link says, and
+// returns the events listed by "rule outcome".
+func dashboardLists(t *testing.T, e *uiEnv, c *http.Client) map[string][]string {
+	t.Helper()
+	_, dash := e.get(c, "/")
+	linkRE := regexp.MustCompile(`<a href="(/events\?rule=([^&"]+)&amp;outcome=(matched|failure)&amp;since=[^"]+)"[^>]*>(\d+) (?:hits?|failures?)</a>`)
+	rowRE := regexp.MustCompile(`class="c-first"><a href="/events/([^"]+)"`)
+	got := map[string][]string{}
+	for _, m := range linkRE.FindAllStringSubmatch(dash, -1) {
+		path := strings.ReplaceAll(m[1], "&amp;", "&")
+		code, body := e.get(c, path)
+		if code != 200 {
+			t.Fatalf("GET %s: got %d, want 200", path, code)
+		}
+		var ids []string
+		for _, r := range rowRE.FindAllStringSubmatch(body, -1) {
+			ids = append(ids, r[1])
+		}
+		if n, _ := strconv.Atoi(m[4]); len(ids) != n {
+			t.Errorf("%s %s: the dashboard says %d, got %d events listed by %s", m[2], m[3], n, len(ids), path)
+		}
+		got[m[2]+" "+m[3]] = ids
+	}
+	if len(got) == 0 {
+		t.Fatal("got no hits or failures links on the dashboard")
+	}
+	return got
 }
 
 func TestUIHeaders(t *testing.T) {
