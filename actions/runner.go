@@ -640,8 +640,10 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 		log.Warn("step failed", "kind", st.Kind, "err", st.Error)
 		return stepFailed, 0
 	}
-	redact := redactorFor(req)
-	st.Request = req.RedactedJSON()
+	// One set of redactors for the whole attempt: the record of the
+	// request, and the body and error that send redacts.
+	sc := secretsFor(req)
+	st.Request = req.redactedJSON(sc)
 	if req.Timeout <= 0 {
 		req.Timeout = StepTimeout(req, ex.Timeout)
 	}
@@ -651,7 +653,7 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	// holds on every path, a panic included.
 	slots := r.targets.newSlots()
 	defer slots.done()
-	res, err := Do(withSlots(ctx, slots), req, r.env)
+	res, err := send(withSlots(ctx, slots), req, r.env, sc)
 	st.Duration = time.Since(start)
 	if ctx.Err() != nil {
 		return r.interrupted(st), 0
@@ -665,7 +667,7 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 		return stepDeferred, delay
 	}
 	st.Code = res.Code
-	st.Body = redact(string(res.Body))
+	st.Body = string(res.Body) // redacted by send, before it was cut
 	if err == nil {
 		st.Status = alorules.StatusSucceeded
 		log.Debug("step succeeded", "kind", req.Kind, "code", st.Code, "duration", st.Duration)
@@ -675,7 +677,7 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	if !errors.As(err, &se) {
 		se = permanent(err)
 	}
-	st.Error = redact(se.Error())
+	st.Error = se.Error() // redacted by send
 	attempts := max(ex.Retry.Attempts, 1)
 	if se.Retryable && st.Attempts < attempts {
 		st.Status = alorules.StatusRetrying

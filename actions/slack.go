@@ -33,7 +33,7 @@ var slackTemporary = map[string]bool{
 // doSlack posts a slack step through an incoming webhook or, with a bot
 // token, chat.postMessage. The requests go through slack-go with our
 // guarded client; a recorder keeps the raw answer for the step's record.
-func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slack, env Env) (Result, *StepError) {
+func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slack, env Env, sc secrets) (Result, *StepError) {
 	conn := req.Conn
 	if conn == nil || conn.Slack == nil {
 		return Result{}, permanent(errors.New("slack: needs a slack connection"))
@@ -90,7 +90,7 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 	}
 
 	code, header, raw, more, cut := rec.last()
-	body, truncated := keepBody(secretsFor(req), raw, !more && !cut)
+	body, truncated := keepBody(sc, raw, !more && !cut)
 	res := Result{Code: code, Body: body, JSON: decodeJSON(body, truncated)}
 	if err != nil {
 		if se := slackError(ctx, timeout, err, code, header, body, cut, url == "", env.now()); se != nil {
