@@ -247,14 +247,48 @@ func TestTargetCapThroughClient(t *testing.T) {
 			t.Errorf("got %d in use, want 0", n)
 		}
 	})
+}
 
-	t.Run("not capped outside the runner", func(t *testing.T) {
-		resp, err := get(context.Background(), srv.URL+"/ok")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	})
+// TestTargetNotCappedOutsideRunner: the cap belongs to the runner, not to
+// the guarded clients it shares. With the runner's gate full for a host, a
+// step sent through the same Outbound outside the runner (as a one-off
+// send would) goes through, and is not counted against the runner's cap;
+// the same step inside an attempt of that runner is refused.
+func TestTargetNotCappedOutsideRunner(t *testing.T) {
+	srv := newTarget(t, nil)
+	key := keyOf(t, srv.URL)
+	out := newOutbound(guard{allowPrivate: true})
+	r := NewRunner(RunnerConfig{MaxPerTarget: 1, Outbound: out}) // never run: only its gate is used
+	env := Env{Outbound: out}
+	holder := r.targets.newSlots()
+	if !holder.take(key) {
+		t.Fatal("could not fill the runner's gate")
+	}
+	defer holder.done()
+	req := request(KindHTTP, &HTTP{Connection: "target", Path: "/x"}, httpConn(srv.URL))
+
+	inside := r.targets.newSlots()
+	if _, err := Do(withSlots(context.Background(), inside), req, env); !errors.Is(err, ErrTargetBusy) || inside.deferred() != key {
+		t.Fatalf("inside the runner: got %v, deferred %q; want ErrTargetBusy for %s", err, inside.deferred(), key)
+	}
+	if n := len(srv.requests()); n != 0 {
+		t.Fatalf("target got %d requests while the runner's gate was full, want 0", n)
+	}
+
+	if _, err := Do(context.Background(), req, env); err != nil {
+		t.Fatalf("outside the runner, same Outbound: got %v, want it sent", err)
+	}
+	resp, err := out.Client(true).Get(srv.URL + "/y")
+	if err != nil {
+		t.Fatalf("outside the runner, the Outbound's client: got %v, want it sent", err)
+	}
+	resp.Body.Close()
+	if n := len(srv.requests()); n != 2 {
+		t.Errorf("target got %d requests, want 2", n)
+	}
+	if n := r.targets.inUse(key); n != 1 {
+		t.Errorf("runner's gate: got %d in use, want 1 (the holder's): requests outside the runner do not count", n)
+	}
 }
 
 // TestTargetCapEveryKind: slack, alo and http steps all pass the gate, so a
