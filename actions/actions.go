@@ -74,6 +74,12 @@ func (e Env) client(conn *Connection) *http.Client {
 // timeout. A failure is a *StepError that says whether to retry. No error
 // message contains the rule set's or the connection's secrets.
 func Do(ctx context.Context, req Request, env Env) (Result, error) {
+	return send(ctx, req, env, secretsFor(req))
+}
+
+// send is Do with req's secrets (secretsFor) built by the caller, which
+// uses them too: building them costs a replacer per attempt.
+func send(ctx context.Context, req Request, env Env, sc secrets) (Result, error) {
 	timeout := StepTimeout(req, 0)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -87,15 +93,15 @@ func Do(ctx context.Context, req Request, env Env) (Result, error) {
 		se = permanent(fmt.Errorf("%s: no spec", req.Kind))
 	case *HTTP:
 		if se = checkSpec(req, KindHTTP); se == nil {
-			res, se = doHTTP(ctx, timeout, req, spec, env)
+			res, se = doHTTP(ctx, timeout, req, spec, env, sc)
 		}
 	case *Slack:
 		if se = checkSpec(req, KindSlack); se == nil {
-			res, se = doSlack(ctx, timeout, req, spec, env)
+			res, se = doSlack(ctx, timeout, req, spec, env, sc)
 		}
 	case *ALO:
 		if se = checkSpec(req, KindALO); se == nil {
-			res, se = doALO(ctx, timeout, req, spec, env)
+			res, se = doALO(ctx, timeout, req, spec, env, sc)
 		}
 	default:
 		se = permanent(fmt.Errorf("unknown step kind %q", req.Kind))
@@ -103,7 +109,7 @@ func Do(ctx context.Context, req Request, env Env) (Result, error) {
 	if se == nil {
 		return res, nil
 	}
-	se.Err = redactError(redactorFor(req), se.Err)
+	se.Err = redactError(sc.String, se.Err)
 	return res, se
 }
 
@@ -150,6 +156,11 @@ func StepTimeout(req Request, fallback time.Duration) time.Duration {
 // escapes &, <, >, quotes and backslashes, and a secret spelled that way
 // would not be found by a redactor that knows it as written.
 func (r Request) RedactedJSON() json.RawMessage {
+	return r.redactedJSON(secretsFor(r))
+}
+
+// redactedJSON is RedactedJSON with r's secrets built by the caller.
+func (r Request) redactedJSON(sc secrets) json.RawMessage {
 	b, err := json.Marshal(r.Spec)
 	if err != nil {
 		b, _ = json.Marshal(map[string]string{"error": "marshal request: " + err.Error()})
@@ -160,7 +171,7 @@ func (r Request) RedactedJSON() json.RawMessage {
 	if err := dec.Decode(&v); err != nil {
 		v = map[string]string{"error": "decode request: " + err.Error()}
 	}
-	v = redactValue(v, redactorFor(r))
+	v = redactValue(v, sc.String)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	// No HTML escaping: the record is shown as text, escaped by the UI.
@@ -192,14 +203,6 @@ func redactValue(v any, redact func(string) string) any {
 	return v
 }
 
-// redactorFor returns a function that hides every secret req may carry:
-// the rule set's, the connection's, and the connection's credentials
-// (webhook URL, token, API key, credential-like headers) even if the
-// renderer did not list them.
-func redactorFor(req Request) func(string) string {
-	return secretsFor(req).String
-}
-
 // secrets are the redactors for everything one request may carry.
 type secrets []alorules.Redactor
 
@@ -220,7 +223,10 @@ func (sc secrets) partialEnd(s string) int {
 	return end
 }
 
-// secretsFor lists the redactors for req, as redactorFor describes.
+// secretsFor lists the redactors that hide every secret req may carry: the
+// rule set's, the connection's, and the connection's credentials (webhook
+// URL, token, API key, credential-like headers) even if the renderer did
+// not list them. It builds a replacer: build it once per attempt.
 func secretsFor(req Request) secrets {
 	var extra []string
 	if c := req.Conn; c != nil {

@@ -14,7 +14,7 @@ import (
 
 // doALO calls the ALO Platform API through alo.Client with our guarded
 // HTTP client: one of post_message, post_direct_message or request.
-func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, env Env) (Result, *StepError) {
+func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, env Env, sc secrets) (Result, *StepError) {
 	conn := req.Conn
 	if conn == nil || conn.ALO == nil {
 		return Result{}, permanent(errors.New("alo: needs an alo connection"))
@@ -26,7 +26,7 @@ func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, e
 		AuthScheme: conn.ALO.AuthScheme,
 		UserAgent:  env.userAgent(),
 		// Before ALO's error text is capped, so no secret is cut in two.
-		Redact: redactorFor(req),
+		Redact: sc.String,
 		HTTP: withTransport(env.client(conn), func(next http.RoundTripper) http.RoundTripper {
 			rec.next = next
 			return rec
@@ -69,7 +69,7 @@ func doALO(ctx context.Context, timeout time.Duration, req Request, spec *ALO, e
 		if len(raw) > readLimit {
 			raw, whole = raw[:readLimit], false
 		}
-		body, truncated := keepBody(secretsFor(req), raw, whole)
+		body, truncated := keepBody(sc, raw, whole)
 		res = Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
 	}
 	if err == nil || (errors.Is(err, alo.ErrIncompleteBody) && resp.StatusCode/100 == 2) {

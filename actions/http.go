@@ -19,7 +19,7 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 
 // doHTTP sends an http step: a connection's base_url plus path, or a full
 // url.
-func doHTTP(ctx context.Context, timeout time.Duration, req Request, spec *HTTP, env Env) (Result, *StepError) {
+func doHTTP(ctx context.Context, timeout time.Duration, req Request, spec *HTTP, env Env, sc secrets) (Result, *StepError) {
 	hreq, err := buildHTTP(ctx, req, spec, env)
 	if err != nil {
 		return Result{}, permanent(fmt.Errorf("http: %w", err))
@@ -35,7 +35,7 @@ func doHTTP(ctx context.Context, timeout time.Duration, req Request, spec *HTTP,
 	// as it was read. After an expected status it is no error: the target
 	// has acted, and sending the step again could make it act twice.
 	raw, whole := readBody(resp.Body)
-	body, truncated := keepBody(secretsFor(req), raw, whole)
+	body, truncated := keepBody(sc, raw, whole)
 	res := Result{Code: resp.StatusCode, Body: body, JSON: decodeJSON(body, truncated)}
 	if !expected(spec.Expect, resp.StatusCode) {
 		// The excerpt comes from the kept body: redacted before it is

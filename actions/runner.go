@@ -24,12 +24,11 @@ const (
 	maxIdle = time.Minute
 	// storeBackoff is the pause after the store failed to list or claim.
 	storeBackoff = time.Second
-	// A step whose target is at its cap goes back to the queue for
-	// deferMin plus up to deferJitter: soon, since a slot may free at any
-	// moment, but spread so that the deferred steps do not all come back
-	// together.
-	deferMin    = 200 * time.Millisecond
-	deferJitter = 300 * time.Millisecond
+	// maxWaiting bounds the steps that wait in memory for a slot of
+	// their busy target, all targets together: each holds its execution.
+	// Beyond it, a refused step goes back to the store's queue for a
+	// step timeout or so instead.
+	maxWaiting = 1024
 )
 
 // DeferTargetBusy is the reason given to RunnerConfig.OnDefer for a step
@@ -71,9 +70,9 @@ type RunnerConfig struct {
 	// MaxPerTarget bounds the requests in flight to one target (host and
 	// port); default half of Workers, at least 1, so that one stalled
 	// target never holds more than half the workers. A step whose target
-	// is at the cap is not sent and not counted as an attempt: its
-	// execution goes back to the queue for a moment, and the worker takes
-	// other work.
+	// is at the cap is not sent and not counted as an attempt: it waits
+	// in memory, in line for that target (oldest due first), without a
+	// worker and without a store write, and the worker takes other work.
 	MaxPerTarget int
 	Logger       *slog.Logger
 	// Now is the clock for scheduling (due times, retry delays);
@@ -91,8 +90,8 @@ type RunnerConfig struct {
 	// OnStep, if set, is called after every attempt of a step with the
 	// execution as persisted and the step's result (for metrics).
 	OnStep func(ex *alorules.Execution, step alorules.StepResult)
-	// OnDefer, if set, is called when a step was put back in the queue
-	// without an attempt (for metrics); reason is DeferTargetBusy.
+	// OnDefer, if set, is called when a step was refused without an
+	// attempt and set to wait (for metrics); reason is DeferTargetBusy.
 	OnDefer func(ex *alorules.Execution, step alorules.StepResult, reason string)
 	// SaveTimeout bounds how long a worker keeps trying to write an
 	// execution's state while the store fails (a full disk). After it,
@@ -134,7 +133,8 @@ type Runner struct {
 	// list or claim (storeBackoff; tests lengthen it to see a pause).
 	backoff time.Duration
 
-	// targets caps the requests in flight per target.
+	// targets caps the requests in flight per target and keeps the
+	// steps waiting for one.
 	targets *targetGate
 }
 
@@ -159,15 +159,18 @@ func NewRunner(cfg RunnerConfig) *Runner {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Runner{
+	r := &Runner{
 		cfg:     cfg,
 		log:     log,
 		env:     Env{Outbound: cfg.Outbound, UserAgent: cfg.UserAgent, Now: cfg.Now},
 		notify:  make(chan struct{}, 1),
 		unsaved: map[string]*alorules.Execution{},
 		backoff: storeBackoff,
-		targets: newTargetGate(cfg.MaxPerTarget),
+		targets: newTargetGate(cfg.MaxPerTarget, maxWaiting),
 	}
+	// A step handed a slot needs a worker: the scheduler gives it one.
+	r.targets.wake = r.Notify
+	return r
 }
 
 // Notify wakes the scheduler to look for due executions, for instance
@@ -182,8 +185,9 @@ func (r *Runner) Notify() {
 // Run first returns executions left running by a crash to the queue, then
 // runs due executions until ctx is done. It then stops claiming work, waits
 // up to the grace period for executions in flight, cancels what is still
-// running (those executions are queued again) and returns. It returns an
-// error only if it could not start.
+// running (those executions are queued again), puts the executions waiting
+// for a busy target back in the queue, and returns. It returns an error
+// only if it could not start.
 func (r *Runner) Run(ctx context.Context) error {
 	n, err := r.cfg.Store.ResetRunning(ctx)
 	if err != nil {
@@ -211,8 +215,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			err := r.cfg.Store.UpdateExecution(work, ex)
 			sc.claimed <- claimResult{ex: ex, err: err}
 			if err == nil {
-				r.execute(work, ex, step, before)
+				r.execute(work, ex, step, before, "")
 			}
+		})
+	}
+	// A step that waited for its target and was handed a slot: its
+	// claim is written, so it goes straight to its attempt.
+	resume := func(w *waiter) {
+		wg.Go(func() {
+			defer func() { sc.finished <- w.ex.ID }()
+			w.ex.Steps[w.step].StartedAt = r.cfg.Now()
+			r.execute(work, w.ex, w.step, w.before, w.key)
 		})
 	}
 
@@ -226,6 +239,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			wait := maxIdle
 			if r.saveUnsaved(ctx) > 0 {
 				wait = r.backoff // try saving them again then
+			}
+			// Steps handed a slot of their target go first: they waited
+			// in line, hold the slot, and need no store. One whose last
+			// worker has not said it is done yet waits for that.
+			if free := r.cfg.Workers - len(sc.inflight); free > 0 {
+				for _, w := range r.targets.takeReady(free, func(w *waiter) bool { return sc.inflight[w.ex.ID] }) {
+					sc.inflight[w.ex.ID] = true
+					resume(w)
+				}
 			}
 			if d := time.Until(holdUntil); d > 0 {
 				wait = d
@@ -272,6 +294,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.log.Warn("grace period over, interrupting executions in flight")
 		cancelWork()
 		<-drained
+	}
+	if ws := r.targets.drain(); len(ws) > 0 {
+		r.log.Info("putting executions waiting for a busy target back in the queue", "count", len(ws))
+		r.requeue(context.WithoutCancel(ctx), ws)
 	}
 	if n := r.saveUnsaved(context.WithoutCancel(ctx)); n > 0 {
 		r.log.Error("executions left running in the store; the next start queues them again", "count", n)
@@ -458,8 +484,9 @@ const (
 // execute runs ex from step (whose attempt was begun and persisted by the
 // claim; before is the step as it was) until a step must wait or fails.
 // Each write after an attempt also begins the next step's attempt, so a
-// step costs one write.
-func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int, before alorules.StepResult) {
+// step costs one write. handed is the target whose slot the gate handed
+// this step while it waited, or "".
+func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int, before alorules.StepResult, handed string) {
 	log := r.log.With("execution_id", ex.ID, "event_id", ex.EventID, "rule", ex.Rule)
 	if step < 0 {
 		if len(ex.Steps) == 0 {
@@ -473,7 +500,8 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int, 
 	}
 	for i := step; ; {
 		st := &ex.Steps[i]
-		out, delay := r.attempt(ctx, log, ex, i)
+		out, delay, busy := r.attempt(ctx, log, ex, i, handed)
+		handed = ""
 		switch {
 		case out == stepFailed && !st.ContinueOnError:
 			r.finish(ctx, log, ex, alorules.StatusFailed, "step "+stepLabel(*st)+": "+st.Error, i)
@@ -490,7 +518,7 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int, 
 			r.persistLast(ctx, log, ex, i)
 			return
 		case out == stepDeferred:
-			r.deferStep(ctx, log, ex, i, before, delay)
+			r.deferStep(ctx, log, ex, i, before, busy, delay)
 			return
 		}
 		next := nextStep(ex, i+1)
@@ -506,27 +534,73 @@ func (r *Runner) execute(ctx context.Context, ex *alorules.Execution, step int, 
 	}
 }
 
-// deferStep puts ex back in the queue, due after delay, with step i as it
-// was before its attempt began (before): nothing was sent, so nothing is
-// recorded and no attempt counted. The execution is retrying if that step
-// was, else queued. A step left running by a crash was interrupted, not
-// attempted; it is queued as begin would have counted it.
-func (r *Runner) deferStep(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int, before alorules.StepResult, delay time.Duration) {
-	st := &ex.Steps[i]
-	*st = before
+// deferStep sets ex, whose step i its busy target refused before anything
+// was sent, to wait in line for a slot of that target (key). It waits as
+// claimed: the store lists it as running, as after any claim, so nothing
+// else runs it and a crash queues it again; no write is made, no attempt
+// counted, and no worker held. The gate hands it the target's next free
+// slot, oldest due first, and the scheduler a worker, which makes the
+// attempt its claim began.
+//
+// Beyond maxWaiting steps in line, ex goes back to the store's queue
+// instead, due after delay, with step i as it was (before): the memory of
+// the line stays bounded, at the price of two writes per deferral.
+func (r *Runner) deferStep(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int, before alorules.StepResult, key string, delay time.Duration) {
+	// Reported before the line has ex: from then on a worker may have it.
+	if r.cfg.OnDefer != nil {
+		r.cfg.OnDefer(ex, notAttempted(before), DeferTargetBusy)
+	}
+	log = log.With("step", i, "kind", ex.Steps[i].Kind, "target", key, "max_per_target", r.targets.limit)
+	if r.targets.wait(&waiter{key: key, ex: ex, step: i, before: before}) {
+		log.Debug("step waits: target busy")
+		return
+	}
+	log.Warn("step back in the queue: target busy and too many steps waiting", "max_waiting", r.targets.maxWaiting, "retry_in", delay)
+	putBack(ex, i, before)
+	ex.NextAttemptAt = r.cfg.Now().Add(delay)
+	r.persistLast(ctx, log, ex, -1)
+}
+
+// notAttempted returns a step as it was before a claim (before), for a step
+// that was not attempted: one left running by a crash was interrupted, not
+// attempted, so it is queued as begin would have counted it.
+func notAttempted(before alorules.StepResult) alorules.StepResult {
+	st := before
 	if st.Status == alorules.StatusRunning {
 		st.Status = alorules.StatusQueued
 		st.Attempts = max(st.Attempts-1, 0)
 	}
+	return st
+}
+
+// putBack undoes the claim of ex, whose step i was not attempted: the step
+// is as it was before (see notAttempted), and the execution retrying if that
+// step was, else queued. Its due time is left to the caller.
+func putBack(ex *alorules.Execution, i int, before alorules.StepResult) {
+	st := &ex.Steps[i]
+	*st = notAttempted(before)
 	ex.Status = alorules.StatusQueued
 	if st.Status == alorules.StatusRetrying {
 		ex.Status = alorules.StatusRetrying
 	}
-	ex.NextAttemptAt = r.cfg.Now().Add(delay)
-	r.persistLast(ctx, log, ex, -1)
-	if r.cfg.OnDefer != nil {
-		r.cfg.OnDefer(ex, *st, DeferTargetBusy)
+}
+
+// requeue puts the executions that were waiting for a busy target when Run
+// stopped back in the queue, each due when it was, so it keeps its place,
+// and its step as before its claim. The writes run side by side, so that
+// they share the store's commits.
+func (r *Runner) requeue(ctx context.Context, ws []*waiter) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, r.cfg.Workers)
+	for _, w := range ws {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			putBack(w.ex, w.step, w.before)
+			r.persistLast(ctx, r.log.With("execution_id", w.ex.ID, "event_id", w.ex.EventID, "rule", w.ex.Rule), w.ex, -1)
+		})
 	}
+	wg.Wait()
 }
 
 // done ends an execution none of whose steps is left to run: succeeded if
@@ -604,8 +678,10 @@ func (r *Runner) persistLast(ctx context.Context, log *slog.Logger, ex *alorules
 
 // attempt makes the attempt of step i that begin started and the caller
 // persisted: render, send and record. It returns the outcome and, for
-// stepRetrying, the delay before the next attempt.
-func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int) (out outcome, delay time.Duration) {
+// stepRetrying, the delay before the next attempt; for stepDeferred, the
+// busy target and how long to stay away should the step not wait in line.
+// handed is the target whose slot the gate handed this step, or "".
+func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Execution, i int, handed string) (out outcome, delay time.Duration, busy string) {
 	st := &ex.Steps[i]
 	start := time.Now()
 	log = log.With("step", i, "attempt", st.Attempts)
@@ -617,14 +693,24 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 			st.Status = alorules.StatusFailed
 			st.Error = fmt.Sprintf("internal error: %v", p)
 			log.Error("step panicked", "kind", st.Kind, "err", st.Error, "stack", string(debug.Stack()))
-			out, delay = stepFailed, 0
+			out, delay, busy = stepFailed, 0, ""
 		}
 	}()
+	// The guarded transport refuses the attempt's first request if its
+	// target is at its cap (unless the gate handed this step a slot of
+	// it); slots.done gives back what the attempt still holds, a handed
+	// slot it did not use included, on every path: a render error, a
+	// panic.
+	slots := r.targets.newSlots()
+	if handed != "" {
+		slots = r.targets.handedSlots(handed)
+	}
+	defer slots.done()
 
 	req, err := r.cfg.Renderer.RenderStep(ctx, ex, i)
 	if err != nil {
 		if ctx.Err() != nil {
-			return r.interrupted(st), 0
+			return r.interrupted(st), 0, ""
 		}
 		st.Duration = time.Since(start)
 		st.Error = "render: " + err.Error()
@@ -634,58 +720,55 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 			st.Status = alorules.StatusRetrying
 			delay := Delay(ex.Retry, st.Attempts, 0)
 			log.Info("step will retry", "kind", st.Kind, "delay", delay, "err", st.Error)
-			return stepRetrying, delay
+			return stepRetrying, delay, ""
 		}
 		st.Status = alorules.StatusFailed
 		log.Warn("step failed", "kind", st.Kind, "err", st.Error)
-		return stepFailed, 0
+		return stepFailed, 0, ""
 	}
-	redact := redactorFor(req)
-	st.Request = req.RedactedJSON()
+	// One set of redactors for the whole attempt: the record of the
+	// request, and the body and error that send redacts.
+	sc := secretsFor(req)
+	st.Request = req.redactedJSON(sc)
 	if req.Timeout <= 0 {
 		req.Timeout = StepTimeout(req, ex.Timeout)
 	}
 
-	// The guarded transport refuses the attempt's first request if its
-	// target is at its cap; slots.done gives back what the attempt still
-	// holds on every path, a panic included.
-	slots := r.targets.newSlots()
-	defer slots.done()
-	res, err := Do(withSlots(ctx, slots), req, r.env)
+	res, err := send(withSlots(ctx, slots), req, r.env, sc)
 	st.Duration = time.Since(start)
 	if ctx.Err() != nil {
-		return r.interrupted(st), 0
+		return r.interrupted(st), 0, ""
 	}
 	// Read from the slots, not from err: slack-go and the ALO client wrap
 	// transport errors in their own ways.
 	if target := slots.deferred(); target != "" {
-		delay := deferMin + rand.N(deferJitter+1)
-		log.Debug("step deferred: target busy", "kind", req.Kind, "target", target,
-			"max_per_target", r.targets.limit, "retry_in", delay)
-		return stepDeferred, delay
+		// Only if the line is full: a slot frees within a step timeout
+		// at the latest, so coming back sooner would be refused again.
+		delay := req.Timeout + rand.N(req.Timeout/2+1)
+		return stepDeferred, delay, target
 	}
 	st.Code = res.Code
-	st.Body = redact(string(res.Body))
+	st.Body = string(res.Body) // redacted by send, before it was cut
 	if err == nil {
 		st.Status = alorules.StatusSucceeded
 		log.Debug("step succeeded", "kind", req.Kind, "code", st.Code, "duration", st.Duration)
-		return stepSucceeded, 0
+		return stepSucceeded, 0, ""
 	}
 	var se *StepError
 	if !errors.As(err, &se) {
 		se = permanent(err)
 	}
-	st.Error = redact(se.Error())
+	st.Error = se.Error() // redacted by send
 	attempts := max(ex.Retry.Attempts, 1)
 	if se.Retryable && st.Attempts < attempts {
 		st.Status = alorules.StatusRetrying
 		delay := Delay(ex.Retry, st.Attempts, se.RetryAfter)
 		log.Info("step will retry", "kind", req.Kind, "code", st.Code, "duration", st.Duration, "delay", delay, "err", st.Error)
-		return stepRetrying, delay
+		return stepRetrying, delay, ""
 	}
 	st.Status = alorules.StatusFailed
 	log.Warn("step failed", "kind", req.Kind, "code", st.Code, "duration", st.Duration, "err", st.Error)
-	return stepFailed, 0
+	return stepFailed, 0, ""
 }
 
 // interrupted records an attempt cut short by shutdown: the step is queued

@@ -33,7 +33,7 @@ var slackTemporary = map[string]bool{
 // doSlack posts a slack step through an incoming webhook or, with a bot
 // token, chat.postMessage. The requests go through slack-go with our
 // guarded client; a recorder keeps the raw answer for the step's record.
-func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slack, env Env) (Result, *StepError) {
+func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slack, env Env, sc secrets) (Result, *StepError) {
 	conn := req.Conn
 	if conn == nil || conn.Slack == nil {
 		return Result{}, permanent(errors.New("slack: needs a slack connection"))
@@ -60,7 +60,8 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 	})
 
 	var err error
-	if url := conn.Slack.WebhookURL.Reveal(); url != "" {
+	url := conn.Slack.WebhookURL.Reveal()
+	if url != "" {
 		msg := &slack.WebhookMessage{Text: spec.Text, Blocks: blocks, ThreadTimestamp: spec.ThreadTS}
 		err = slack.PostWebhookCustomHTTPContext(ctx, url, client, msg)
 	} else {
@@ -89,10 +90,10 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 	}
 
 	code, header, raw, more, cut := rec.last()
-	body, truncated := keepBody(secretsFor(req), raw, !more && !cut)
+	body, truncated := keepBody(sc, raw, !more && !cut)
 	res := Result{Code: code, Body: body, JSON: decodeJSON(body, truncated)}
 	if err != nil {
-		if se := slackError(ctx, timeout, err, code, header, body, cut, env.now()); se != nil {
+		if se := slackError(ctx, timeout, err, code, header, body, cut, url == "", env.now()); se != nil {
 			return res, se
 		}
 	}
@@ -101,9 +102,10 @@ func doSlack(ctx context.Context, timeout time.Duration, req Request, spec *Slac
 
 // slackError turns what slack-go returned into a StepError, or nil if it
 // was no failure after all. cut says the response body could not be read
-// to the end. slack-go's messages may name the webhook URL, so only the
-// parts we understand are kept; Do redacts the rest.
-func slackError(ctx context.Context, timeout time.Duration, err error, code int, h http.Header, body []byte, cut bool, now time.Time) *StepError {
+// to the end; bot says the step went to chat.postMessage, not to an
+// incoming webhook. slack-go's messages may name the webhook URL, so only
+// the parts we understand are kept; Do redacts the rest.
+func slackError(ctx context.Context, timeout time.Duration, err error, code int, h http.Header, body []byte, cut, bot bool, now time.Time) *StepError {
 	var (
 		rl  *slack.RateLimitedError
 		api slack.SlackErrorResponse
@@ -130,12 +132,19 @@ func slackError(ctx context.Context, timeout time.Duration, err error, code int,
 		// slack-go gave up on the response itself, e.g. a Retry-After
 		// date it could not parse: judge the status we saw.
 		return statusError(code, h, now, fmt.Errorf("slack: %s", slackStatusText(code, body)))
-	case code == http.StatusOK && cut:
+	case code == http.StatusOK && cut && (!bot || slackOK(body)):
 		// Slack answered 200 and the body stopped short (a stall past
 		// the timeout, a dropped connection): the message was posted,
 		// as with an http or alo step, and posting it again would show
-		// it twice.
+		// it twice. An incoming webhook says so with its status alone;
+		// chat.postMessage answers 200 to failures too, so only a body
+		// that got as far as "ok": true says it.
 		return nil
+	case code == http.StatusOK && cut:
+		// chat.postMessage's 200 with a body that stopped before it said
+		// ok: nobody knows whether it posted, and a message that shows
+		// twice beats one that never shows.
+		return &StepError{Retryable: true, Err: errors.New("slack: HTTP 200 with a response cut short before \"ok\": true")}
 	case code == http.StatusOK:
 		// Slack answered 200 with a whole body slack-go could not read:
 		// nobody knows whether it posted, so it is not sent again.
@@ -144,6 +153,21 @@ func slackError(ctx context.Context, timeout time.Duration, err error, code int,
 	se := sendError(ctx, timeout, err)
 	se.Err = fmt.Errorf("slack: %w", se.Err)
 	return se
+}
+
+// slackOK reports whether a Web API answer, maybe cut short, begins
+// {"ok":true (with any JSON whitespace), as Slack's successes do.
+func slackOK(body []byte) bool {
+	s := string(body)
+	for _, tok := range []string{"{", `"ok"`, ":", "true"} {
+		s = strings.TrimLeft(s, " \t\r\n")
+		var ok bool
+		if s, ok = strings.CutPrefix(s, tok); !ok {
+			return false
+		}
+	}
+	// "true" must end there: a cut right after it is as good as a comma.
+	return s == "" || strings.ContainsAny(s[:1], " \t\r\n,}")
 }
 
 // slackStatusText describes a non-200 answer. Incoming webhooks put their

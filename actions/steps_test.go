@@ -415,6 +415,70 @@ func TestSuccessWithCutBody(t *testing.T) {
 	}
 }
 
+// TestSlackCutBody: a 200 whose body stops short is delivered on the
+// incoming-webhook path, whatever was read, since the status says it all;
+// on the bot path chat.postMessage answers 200 to failures too, so it is
+// delivered only if what was read begins {"ok":true, and retried otherwise.
+func TestSlackCutBody(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	tests := []struct {
+		name      string
+		bot       bool
+		part      string
+		wantRetry bool // else delivered
+	}{
+		{name: "webhook ok", part: "ok"},
+		{name: "webhook nothing read", part: ""},
+		{name: "webhook odd body", part: `{"ok":false`},
+		{name: "bot ok", bot: true, part: `{"ok":true,"channel":"C1","ts":"1.`},
+		{name: "bot ok with whitespace", bot: true, part: "\n{ \"ok\" :\ttrue ,\n \"channel\""},
+		{name: "bot cut right after true", bot: true, part: `{"ok":true`},
+		{name: "bot not ok", bot: true, part: `{"ok":false,"error":"channel_not_found"`, wantRetry: true},
+		{name: "bot cut inside true", bot: true, part: `{"ok":tr`, wantRetry: true},
+		{name: "bot cut before ok", bot: true, part: `{"o`, wantRetry: true},
+		{name: "bot nothing read", bot: true, part: "", wantRetry: true},
+		{name: "bot ok not first", bot: true, part: `{"channel":"C1","ok":true`, wantRetry: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := newTarget(t, func(w http.ResponseWriter, r *http.Request, n int) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusOK)
+				io.WriteString(w, tt.part)
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			conn := slackWebhookConn(tg.URL)
+			if tt.bot {
+				conn = slackBotConn(tg.URL)
+			}
+			req := request(KindSlack, &Slack{Connection: "slack", Text: "hi"}, conn)
+			req.Timeout = 100 * time.Millisecond
+			res, err := Do(context.Background(), req, Env{})
+			if n := len(tg.requests()); n != 1 {
+				t.Errorf("target got %d requests, want 1", n)
+			}
+			if res.Code != http.StatusOK {
+				t.Errorf("got code %d, want 200", res.Code)
+			}
+			if !tt.wantRetry {
+				if err != nil {
+					t.Errorf("got %v, want delivered", err)
+				}
+				return
+			}
+			se := stepErr(t, err)
+			if !se.Retryable {
+				t.Errorf("got %q, not retryable, want a retry", se)
+			}
+		})
+	}
+}
+
 func TestALOStep(t *testing.T) {
 	tests := []struct {
 		name      string

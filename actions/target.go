@@ -8,15 +8,18 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"alorules"
 )
 
 // ErrTargetBusy is the error of a request that was not sent because its
 // target (host and port) already had as many requests in flight from the
 // runner as the runner allows. The step was not delivered; the runner
-// puts its execution back in the queue without counting an attempt.
+// has it wait for a slot of that target without counting an attempt.
 var ErrTargetBusy = errors.New("target busy")
 
 // targetKey names the target of a request: its host, in lower case, and
@@ -29,23 +32,54 @@ func targetKey(u *url.URL) string {
 // targetGate counts the requests in flight per target and refuses a new
 // one beyond the limit. It never blocks: a worker that waited here for a
 // stalled target would be as lost to the others as one waiting for its
-// answer.
+// answer. Instead the refused step waits in the gate's line for that
+// target, holding no worker (see wait): a slot given back goes to the
+// oldest step in line, never to whoever asks next.
 type targetGate struct {
 	limit int
+	// maxWaiting bounds the steps in line, all targets together.
+	maxWaiting int
+	// wake, if set, is called (outside the lock) when a step in line was
+	// handed a slot and needs a worker.
+	wake func()
 
 	mu       sync.Mutex
-	inflight map[string]int
+	inflight map[string]int       // slots taken, handed ones included
+	waiting  map[string][]*waiter // per target, oldest due first
+	ready    []*waiter            // handed a slot, in the order they got it
+	nwait    int                  // in waiting and ready
 }
 
-func newTargetGate(limit int) *targetGate {
-	return &targetGate{limit: max(limit, 1), inflight: map[string]int{}}
+// waiter is an execution whose step was refused because its target was at
+// its limit. Its claim is written (the store lists it as running, so
+// nothing else runs it, and a crash queues it again); it holds no worker.
+type waiter struct {
+	key    string // the target it waits for
+	ex     *alorules.Execution
+	step   int
+	before alorules.StepResult // the step as it was before its claim
 }
 
-// tryAcquire takes a slot for key if one is free.
+// dueBefore orders waiters as the store's queue orders executions: by due
+// time, then id.
+func dueBefore(a, b *waiter) bool {
+	if !a.ex.NextAttemptAt.Equal(b.ex.NextAttemptAt) {
+		return a.ex.NextAttemptAt.Before(b.ex.NextAttemptAt)
+	}
+	return a.ex.ID < b.ex.ID
+}
+
+func newTargetGate(limit, maxWaiting int) *targetGate {
+	return &targetGate{limit: max(limit, 1), maxWaiting: maxWaiting,
+		inflight: map[string]int{}, waiting: map[string][]*waiter{}}
+}
+
+// tryAcquire takes a slot for key if one is free and no step is in line
+// for it: a step in line was refused first.
 func (g *targetGate) tryAcquire(key string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.inflight[key] >= g.limit {
+	if g.inflight[key] >= g.limit || len(g.waiting[key]) > 0 {
 		return false
 	}
 	g.inflight[key]++
@@ -61,16 +95,108 @@ func (g *targetGate) acquire(key string) {
 	g.mu.Unlock()
 }
 
-// release gives back a slot taken for key.
+// release gives back a slot taken for key. If that frees one below the
+// limit and a step is in line for key, the slot is handed to the oldest
+// one instead, and wake is called.
 func (g *targetGate) release(key string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	handed := false
 	switch n := g.inflight[key]; {
+	case n == 0:
+	case n <= g.limit && len(g.waiting[key]) > 0:
+		q := g.waiting[key]
+		g.ready = append(g.ready, q[0])
+		q[0] = nil
+		if len(q) == 1 {
+			delete(g.waiting, key)
+		} else {
+			g.waiting[key] = q[1:]
+		}
+		handed = true
 	case n > 1:
 		g.inflight[key] = n - 1
-	case n == 1:
+	default:
 		delete(g.inflight, key) // keep the map as small as the set of busy targets
 	}
+	g.mu.Unlock()
+	if handed && g.wake != nil {
+		g.wake()
+	}
+}
+
+// wait puts w in line for a slot of its target, in due order, and reports
+// false if maxWaiting steps are in line already. If a slot was given back
+// since w was refused, w is handed it at once.
+func (g *targetGate) wait(w *waiter) bool {
+	g.mu.Lock()
+	if g.nwait >= g.maxWaiting {
+		g.mu.Unlock()
+		return false
+	}
+	g.nwait++
+	q := g.waiting[w.key]
+	if len(q) == 0 && g.inflight[w.key] < g.limit {
+		g.inflight[w.key]++
+		g.ready = append(g.ready, w)
+		g.mu.Unlock()
+		if g.wake != nil {
+			g.wake()
+		}
+		return true
+	}
+	// Most arrive last: look from the end.
+	i := len(q)
+	for i > 0 && dueBefore(w, q[i-1]) {
+		i--
+	}
+	g.waiting[w.key] = slices.Insert(q, i, w)
+	g.mu.Unlock()
+	return true
+}
+
+// takeReady takes up to n steps that were handed a slot, in the order they
+// got it, passing over those for which skip is true (they stay ready).
+func (g *targetGate) takeReady(n int, skip func(*waiter) bool) []*waiter {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*waiter
+	rest := g.ready[:0]
+	for _, w := range g.ready {
+		if len(out) < n && !skip(w) {
+			out = append(out, w)
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	clear(g.ready[len(rest):])
+	g.ready = rest
+	g.nwait -= len(out)
+	return out
+}
+
+// drain empties the line, giving back the slots handed to steps that had
+// no worker yet, and returns every step that was in it.
+func (g *targetGate) drain() []*waiter {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := g.ready
+	for _, w := range g.ready {
+		if g.inflight[w.key]--; g.inflight[w.key] <= 0 {
+			delete(g.inflight, w.key)
+		}
+	}
+	for _, q := range g.waiting {
+		out = append(out, q...)
+	}
+	g.ready, g.waiting, g.nwait = nil, map[string][]*waiter{}, 0
+	return out
+}
+
+// waitingCount returns how many steps are in line, all targets together.
+func (g *targetGate) waitingCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.nwait
 }
 
 // inUse returns how many slots key holds.
@@ -90,6 +216,7 @@ type stepSlots struct {
 
 	mu      sync.Mutex
 	held    map[string]int
+	handed  string // a slot the gate handed this step while it waited, not yet used
 	sent    bool   // a request of this attempt got past the gate
 	refused string // the target that was busy, if the attempt was refused
 }
@@ -98,16 +225,28 @@ func (g *targetGate) newSlots() *stepSlots {
 	return &stepSlots{gate: g, held: map[string]int{}}
 }
 
-// take takes a slot for key. Only the attempt's first request can be
+// handedSlots are the slots of an attempt of a step that the gate handed a
+// slot of key while it waited: its first request to key uses it.
+func (g *targetGate) handedSlots(key string) *stepSlots {
+	s := g.newSlots()
+	s.handed = key
+	return s
+}
+
+// take takes a slot for key: the one the gate handed this step, if it was
+// for key, else a free one. Only the attempt's first request can be
 // refused: once one request is out (a redirect follows, for instance), the
 // target may have acted, and refusing the next one would make the runner
 // send the step again for nothing but a busy hop.
 func (s *stepSlots) take(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sent {
+	switch {
+	case s.sent:
 		s.gate.acquire(key)
-	} else if !s.gate.tryAcquire(key) {
+	case s.handed == key:
+		s.handed = ""
+	case !s.gate.tryAcquire(key):
 		s.refused = key
 		return false
 	}
@@ -127,10 +266,15 @@ func (s *stepSlots) give(key string) {
 	s.gate.release(key)
 }
 
-// done gives back every slot the attempt still holds.
+// done gives back every slot the attempt still holds, a handed one it
+// did not use included.
 func (s *stepSlots) done() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.handed != "" {
+		s.gate.release(s.handed)
+		s.handed = ""
+	}
 	for key, n := range s.held {
 		for range n {
 			s.gate.release(key)

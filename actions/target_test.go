@@ -7,9 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"alorules"
 )
 
 // keyOf is the gate's key for a test server's URL.
@@ -42,7 +45,7 @@ func TestTargetKey(t *testing.T) {
 // only for an attempt's first request, and given back exactly once however
 // the attempt ends.
 func TestTargetGate(t *testing.T) {
-	g := newTargetGate(2)
+	g := newTargetGate(2, maxWaiting)
 	a, b, c := g.newSlots(), g.newSlots(), g.newSlots()
 	if !a.take("x:80") || !b.take("x:80") {
 		t.Fatal("got a refusal below the limit, want two slots")
@@ -85,6 +88,92 @@ func TestTargetGate(t *testing.T) {
 	}
 	if d := g.newSlots(); !d.take("x:80") || d.deferred() != "" {
 		t.Error("slot refused after all were given back")
+	}
+}
+
+// TestTargetGateLine: steps refused by a busy target wait in line in due
+// order, up to maxWaiting; a slot given back goes to the oldest in line
+// and wakes the runner; that step's next attempt uses it without asking
+// again, or passes it on if it does not; a step refused while a slot is
+// free already gets it at once; drain empties the line and gives back the
+// slots handed to steps that had not used them.
+func TestTargetGateLine(t *testing.T) {
+	g := newTargetGate(1, 3)
+	wakes := 0
+	g.wake = func() { wakes++ }
+	base := time.Now()
+	w := func(id string, due int) *waiter {
+		return &waiter{key: "x:80", ex: &alorules.Execution{ID: id, NextAttemptAt: base.Add(time.Duration(due) * time.Second)}}
+	}
+	none := func(*waiter) bool { return false }
+	ids := func(ws []*waiter) (out []string) {
+		for _, w := range ws {
+			out = append(out, w.ex.ID)
+		}
+		return out
+	}
+
+	holder := g.newSlots()
+	holder.take("x:80")
+	for _, x := range []*waiter{w("b", 2), w("a", 1), w("c", 3)} {
+		if !g.wait(x) {
+			t.Fatalf("%s refused a place in a line of %d, want it in (max 3)", x.ex.ID, g.waitingCount())
+		}
+	}
+	if g.wait(w("d", 0)) {
+		t.Error("a line of 3 took a fourth, want it refused at maxWaiting")
+	}
+	if got := g.takeReady(5, none); len(got) != 0 || wakes != 0 {
+		t.Errorf("with the slot held: got %v ready and %d wakes, want none", ids(got), wakes)
+	}
+
+	holder.done()
+	if n := g.inUse("x:80"); n != 1 || wakes != 1 {
+		t.Errorf("slot given back: got %d in use and %d wakes, want 1 (handed on) and 1", n, wakes)
+	}
+	if got := g.takeReady(5, func(*waiter) bool { return true }); len(got) != 0 {
+		t.Errorf("all skipped: got %v, want none taken", ids(got))
+	}
+	got := g.takeReady(5, none)
+	if !slices.Equal(ids(got), []string{"a"}) {
+		t.Fatalf("got %v ready, want [a]: the oldest due", ids(got))
+	}
+	if newcomer := g.newSlots(); newcomer.take("x:80") {
+		t.Error("a newcomer got the slot handed to a, want it refused")
+	}
+	s := g.handedSlots("x:80")
+	if !s.take("x:80") || g.inUse("x:80") != 1 {
+		t.Errorf("a's attempt: got %d in use, want its handed slot used (1)", g.inUse("x:80"))
+	}
+	s.done()
+	if got := g.takeReady(5, none); !slices.Equal(ids(got), []string{"b"}) || wakes != 2 {
+		t.Fatalf("after a: got %v ready, %d wakes, want [b], 2", ids(got), wakes)
+	}
+	g.handedSlots("x:80").done() // b's attempt never sent (a render error): c gets the slot
+	if got := g.takeReady(5, none); !slices.Equal(ids(got), []string{"c"}) || g.inUse("x:80") != 1 {
+		t.Fatalf("after b: got %v ready, %d in use, want [c], 1", ids(got), g.inUse("x:80"))
+	}
+	c := g.handedSlots("x:80")
+	c.take("x:80")
+
+	// Refused while c holds the slot, then c is done: e waits, f too.
+	g.wait(w("e", 5))
+	g.wait(w("f", 6))
+	c.done()
+	if n := g.waitingCount(); n != 2 {
+		t.Errorf("got %d in line, want 2 (e ready, f waiting)", n)
+	}
+	if got := g.drain(); !slices.Equal(ids(got), []string{"e", "f"}) {
+		t.Errorf("drain: got %v, want [e f]", ids(got))
+	}
+	if n, m := g.inUse("x:80"), g.waitingCount(); n != 0 || m != 0 || len(g.inflight) != 0 {
+		t.Errorf("after drain: got %d in use, %d in line, want 0 and 0", n, m)
+	}
+
+	// A step refused just before the slot came back gets it at once.
+	wakes = 0
+	if !g.wait(w("g", 7)) || wakes != 1 || g.inUse("x:80") != 1 {
+		t.Errorf("free slot: got %d wakes, %d in use, want g handed it at once", wakes, g.inUse("x:80"))
 	}
 }
 
@@ -131,7 +220,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	}
 
 	t.Run("held until the body is closed", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		s := g.newSlots()
 		resp, err := get(withSlots(context.Background(), s), srv.URL+"/ok")
 		if err != nil {
@@ -148,7 +237,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	})
 
 	t.Run("refused when busy, not sent", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		holder := g.newSlots()
 		holder.take(key)
 		before := len(srv.requests())
@@ -176,7 +265,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	})
 
 	t.Run("given back on a dial error", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		s := g.newSlots()
 		if _, err := get(withSlots(context.Background(), s), down); err == nil {
 			t.Fatal("got no error from a closed port")
@@ -187,7 +276,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	})
 
 	t.Run("given back on a timeout before the answer", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		if _, err := get(withSlots(ctx, g.newSlots()), srv.URL+"/stall"); err == nil {
@@ -199,7 +288,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	})
 
 	t.Run("given back on a timeout while reading the body", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		resp, err := get(withSlots(ctx, g.newSlots()), srv.URL+"/body")
@@ -216,7 +305,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	})
 
 	t.Run("an attempt's end gives back a body never closed", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		s := g.newSlots()
 		resp, err := get(withSlots(context.Background(), s), srv.URL+"/ok")
 		if err != nil {
@@ -233,7 +322,7 @@ func TestTargetCapThroughClient(t *testing.T) {
 	})
 
 	t.Run("a redirect takes a slot per hop", func(t *testing.T) {
-		g := newTargetGate(1)
+		g := newTargetGate(1, maxWaiting)
 		s := g.newSlots()
 		resp, err := get(withSlots(context.Background(), s), srv.URL+"/redirect")
 		if err != nil {
@@ -247,14 +336,48 @@ func TestTargetCapThroughClient(t *testing.T) {
 			t.Errorf("got %d in use, want 0", n)
 		}
 	})
+}
 
-	t.Run("not capped outside the runner", func(t *testing.T) {
-		resp, err := get(context.Background(), srv.URL+"/ok")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	})
+// TestTargetNotCappedOutsideRunner: the cap belongs to the runner, not to
+// the guarded clients it shares. With the runner's gate full for a host, a
+// step sent through the same Outbound outside the runner (as a one-off
+// send would) goes through, and is not counted against the runner's cap;
+// the same step inside an attempt of that runner is refused.
+func TestTargetNotCappedOutsideRunner(t *testing.T) {
+	srv := newTarget(t, nil)
+	key := keyOf(t, srv.URL)
+	out := newOutbound(guard{allowPrivate: true})
+	r := NewRunner(RunnerConfig{MaxPerTarget: 1, Outbound: out}) // never run: only its gate is used
+	env := Env{Outbound: out}
+	holder := r.targets.newSlots()
+	if !holder.take(key) {
+		t.Fatal("could not fill the runner's gate")
+	}
+	defer holder.done()
+	req := request(KindHTTP, &HTTP{Connection: "target", Path: "/x"}, httpConn(srv.URL))
+
+	inside := r.targets.newSlots()
+	if _, err := Do(withSlots(context.Background(), inside), req, env); !errors.Is(err, ErrTargetBusy) || inside.deferred() != key {
+		t.Fatalf("inside the runner: got %v, deferred %q; want ErrTargetBusy for %s", err, inside.deferred(), key)
+	}
+	if n := len(srv.requests()); n != 0 {
+		t.Fatalf("target got %d requests while the runner's gate was full, want 0", n)
+	}
+
+	if _, err := Do(context.Background(), req, env); err != nil {
+		t.Fatalf("outside the runner, same Outbound: got %v, want it sent", err)
+	}
+	resp, err := out.Client(true).Get(srv.URL + "/y")
+	if err != nil {
+		t.Fatalf("outside the runner, the Outbound's client: got %v, want it sent", err)
+	}
+	resp.Body.Close()
+	if n := len(srv.requests()); n != 2 {
+		t.Errorf("target got %d requests, want 2", n)
+	}
+	if n := r.targets.inUse(key); n != 1 {
+		t.Errorf("runner's gate: got %d in use, want 1 (the holder's): requests outside the runner do not count", n)
+	}
 }
 
 // TestTargetCapEveryKind: slack, alo and http steps all pass the gate, so a
@@ -273,7 +396,7 @@ func TestTargetCapEveryKind(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := newTargetGate(1)
+			g := newTargetGate(1, maxWaiting)
 			holder := g.newSlots()
 			holder.take(key)
 			defer holder.done()
