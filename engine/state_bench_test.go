@@ -143,3 +143,18 @@ func BenchmarkDiffPaths(b *testing.B) {
 	}
 	reportCPU(b, start)
 }
+
+// BenchmarkDiffRaw is BenchmarkDiffPaths on the JSON text, which needs no
+// decoded previous payload.
+func BenchmarkDiffRaw(b *testing.B) {
+	ev := event(b, "large")
+	prev := []byte(strings.Replace(string(ev.Payload), `"status": "Open"`, `"status": "Doing"`, 1))
+	b.ReportAllocs()
+	start := cpuTime()
+	for b.Loop() {
+		if paths, _, err := diffRaw(prev, ev.Payload); err != nil || len(paths) != 1 {
+			b.Fatalf("got %q, %v", paths, err)
+		}
+	}
+	reportCPU(b, start)
+}
