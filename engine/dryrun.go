@@ -71,7 +71,6 @@ func TestAfter(rs *RuleSet, ev, prev *alorules.Event, now time.Time) TestResult 
 		return TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: []TestRule{}, Note: handshakeNote}
 	}
 	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: &e, now: now, recall: recallEvent(prev)})
-	eval.listChanges()
 	out := TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: make([]TestRule, len(eval.Results)),
 		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed}
 	payload, _ := decodePayload(e.Payload)
