@@ -78,16 +78,21 @@ func BenchmarkEvaluateState(b *testing.B) {
 // starts (ingest does no state work). They are about 100 actions in turn,
 // each event flipping its action's status between Open and Doing, so that
 // with state on every event after the first hundred has a previous payload
-// (the decoded one is cached, as in the service) and one changed path.
+// and one changed path. "changed" is "on" with every condition reading
+// changed("action.status"), so that the previous payload is decoded (or
+// found in the engine's cache) for the rules.
 func BenchmarkMatchState(b *testing.B) {
 	ev := event(b, "large")
 	const entities = 100
 	for _, n := range []int{1, 100, 1000} {
-		for _, mode := range []string{"off", "on"} {
+		for _, mode := range []string{"off", "on", "changed"} {
 			b.Run(fmt.Sprintf("rules=%d/state=%s", n, mode), func(b *testing.B) {
 				rules := benchRules(n, true)
-				if mode == "off" {
+				switch mode {
+				case "off":
 					rules = strings.Replace(rules, "defaults:", "entity: { key: \"\" }\ndefaults:", 1)
+				case "changed":
+					rules = benchChangedRules(n)
 				}
 				st, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), store.Options{NoSync: true})
 				if err != nil {
