@@ -24,7 +24,8 @@ type TestResult struct {
 	Entity          string   `json:"entity,omitempty"`
 	PreviousEventID string   `json:"previous_event_id,omitempty"`
 	Changed         []string `json:"changed,omitempty"`
-	// Note says why no rule was evaluated (a handshake).
+	// Note says why no rule was evaluated (a handshake), or, from the
+	// admin API, that the previous event the service saw is gone.
 	Note string `json:"note,omitempty"`
 }
 

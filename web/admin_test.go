@@ -2,15 +2,19 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"alorules"
+	"alorules/engine"
 	"alorules/store"
 )
 
@@ -340,4 +344,54 @@ func nameOf(ids map[string]string, id string) string {
 		}
 	}
 	return id
+}
+
+// TestRulesTestSeesPrevious: POST /api/v1/rules/test on a stored event
+// evaluates it with the previous payload the matcher compared it with, as
+// a replay does, so that a changed() rule has the outcome it has in the
+// service; once that event is pruned, the result says so.
+func TestRulesTestSeesPrevious(t *testing.T) {
+	e := newUIEnv(t, uiOptions{noSync: true})
+	ctx := context.Background()
+	now := time.Now()
+	first := e.save(`{"type":"action_updated","action":{"id":"act-9","status":"Open"}}`, now.Add(-2*time.Hour))
+	second := e.save(`{"type":"action_updated","action":{"id":"act-9","status":"Doing"}}`, now.Add(-time.Hour))
+	if n, err := e.eng.MatchPending(ctx); err != nil || n != 2 {
+		t.Fatalf("matched %d events: %v, want 2", n, err)
+	}
+	rules := "version: 1\nrules:\n  - name: status-moved\n    if: previous != nil && changed(\"action.status\")\n"
+	test := func() engine.TestResult {
+		t.Helper()
+		body, _ := json.Marshal(RulesTestRequest{Rules: rules, EventIDs: []string{second.ID}})
+		resp, err := http.Post(e.srv.URL+"/api/v1/rules/test", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var res RulesTestResponse
+		if err := json.Unmarshal(raw, &res); err != nil || resp.StatusCode != http.StatusOK || len(res.Results) != 1 || len(res.Results[0].Results) != 1 {
+			t.Fatalf("got %d %s, want 200 with one result for one rule", resp.StatusCode, raw)
+		}
+		return res.Results[0]
+	}
+
+	res := test()
+	if got := res.Results[0].Outcome; got != alorules.OutcomeMatched {
+		t.Errorf("got outcome %s, want matched: the service saw the status change", got)
+	}
+	if res.PreviousEventID != first.ID || !slices.Equal(res.Changed, []string{"action.status"}) || res.Note != "" {
+		t.Errorf("got previous %q, changed %q, note %q, want %q, [action.status], no note", res.PreviousEventID, res.Changed, res.Note, first.ID)
+	}
+
+	if n, err := e.st.Prune(ctx, now.Add(-90*time.Minute), 0); err != nil || n != 1 {
+		t.Fatalf("pruned %d events: %v, want the first", n, err)
+	}
+	res = test()
+	if got := res.Results[0].Outcome; got != alorules.OutcomeNotMatched {
+		t.Errorf("previous event pruned: got outcome %s, want not_matched", got)
+	}
+	if res.PreviousEventID != "" || !strings.Contains(res.Note, first.ID) || !strings.Contains(res.Note, "pruned") {
+		t.Errorf("previous event pruned: got previous %q, note %q, want none and a note naming %s", res.PreviousEventID, res.Note, first.ID)
+	}
 }
