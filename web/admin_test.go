@@ -394,4 +394,8 @@ func TestRulesTestSeesPrevious(t *testing.T) {
 	if res.PreviousEventID != "" || !strings.Contains(res.Note, first.ID) || !strings.Contains(res.Note, "pruned") {
 		t.Errorf("previous event pruned: got previous %q, note %q, want none and a note naming %s", res.PreviousEventID, res.Note, first.ID)
 	}
+	// A replay says the same, on its page too.
+	if _, page := e.get(nil, "/events/"+second.ID+"/replay"); !strings.Contains(page, first.ID+") has been pruned") {
+		t.Errorf("replay page does not say that the previous event %s has been pruned", first.ID)
+	}
 }
