@@ -15,29 +15,19 @@ import (
 )
 
 // recall reads what the store remembers about an entity: one read per
-// event whatever the number of rules. Decoding the previous payload would
-// cost as much as decoding the event itself, so the decoded payloads of
-// recently seen entities are kept, checked against the stored event id.
-func (e *Engine) recall(ctx context.Context, key string) (recalled, error) {
+// event whatever the number of rules. For rules that read the previous
+// payload (decoded), decoding it would cost as much as decoding the event
+// itself, so the decoded payloads of recently seen entities are kept,
+// checked against the stored event id.
+func (e *Engine) recall(ctx context.Context, key string, decoded bool) (recalled, error) {
 	st, err := e.cfg.Store.Entity(ctx, key)
 	if err != nil {
 		return recalled{}, err
 	}
 	rec := recalled{eventID: st.EventID, raw: st.Payload, timers: st.Timers}
-	if st.EventID == "" {
-		return rec, nil
+	if decoded && st.EventID != "" {
+		rec.payload, _ = e.prev.get(key, st.EventID)
 	}
-	if p, ok := e.prev.get(key, st.EventID); ok {
-		rec.payload = p
-		return rec, nil
-	}
-	p, err := decodePayload(st.Payload)
-	if err != nil {
-		// Not this event's fault: match it as if nothing were known.
-		e.log.Warn("remembered payload does not decode; ignoring it", "entity", key, "event_id", st.EventID, "err", err)
-		return recalled{timers: st.Timers}, nil
-	}
-	rec.payload = p
 	return rec, nil
 }
 
@@ -83,6 +73,13 @@ func (c *prevCache) drop(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.m, key)
+}
+
+// reset forgets every payload.
+func (c *prevCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m = nil
 }
 
 // Fired is a timer or digest that came due.

@@ -24,7 +24,8 @@ type TestResult struct {
 	Entity          string   `json:"entity,omitempty"`
 	PreviousEventID string   `json:"previous_event_id,omitempty"`
 	Changed         []string `json:"changed,omitempty"`
-	// Note says why no rule was evaluated (a handshake).
+	// Note says why no rule was evaluated (a handshake), or, from the
+	// admin API, that the previous event the service saw is gone.
 	Note string `json:"note,omitempty"`
 }
 
@@ -71,7 +72,6 @@ func TestAfter(rs *RuleSet, ev, prev *alorules.Event, now time.Time) TestResult 
 		return TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: []TestRule{}, Note: handshakeNote}
 	}
 	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: &e, now: now, recall: recallEvent(prev)})
-	eval.listChanges()
 	out := TestResult{RuleSetHash: rs.hash, EventID: e.ID, Type: e.Type, Results: make([]TestRule, len(eval.Results)),
 		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed}
 	payload, _ := decodePayload(e.Payload)

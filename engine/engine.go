@@ -193,6 +193,9 @@ func emptyRuleSet() *RuleSet {
 }
 
 func (e *Engine) swap(rs *RuleSet) {
+	if !rs.readsState {
+		e.prev.reset() // nothing will read them
+	}
 	e.active.Store(&loaded{rs: rs, at: e.cfg.Now()})
 	e.remember(rs)
 }
@@ -295,7 +298,6 @@ func (e *Engine) matchOne(ctx context.Context, ev *alorules.Event) error {
 	if err != nil {
 		return fmt.Errorf("match event %s: %w", ev.ID, err)
 	}
-	eval.listChanges()
 	took := time.Since(start)
 	m := &alorules.Match{EventID: ev.ID, RuleSetHash: rs.hash, MatchedAt: now, Results: eval.Results,
 		Entity: eval.Entity, PreviousEventID: eval.PreviousEventID, Changed: eval.Changed, ChangedMore: eval.ChangedMore,
@@ -315,8 +317,15 @@ func (e *Engine) matchOne(ctx context.Context, ev *alorules.Event) error {
 	if err := e.cfg.Store.SaveMatch(ctx, w); err != nil {
 		return fmt.Errorf("match event %s: %w", ev.ID, err)
 	}
+	if eval.ignored != "" {
+		e.log.Warn("remembered payload does not decode; ignoring it", "event_id", ev.ID, "entity", eval.Entity,
+			"previous_event_id", eval.ignored, "err", eval.ignoredErr)
+	}
 	if eval.Entity != "" {
-		if keep {
+		// Only rules that read the previous payload need it decoded:
+		// for the others, keeping it would cost more in garbage
+		// collection than it saves.
+		if keep && rs.readsState {
 			e.prev.put(eval.Entity, ev.ID, eval.payload)
 		} else {
 			e.prev.drop(eval.Entity)

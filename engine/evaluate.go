@@ -53,17 +53,12 @@ type Evaluation struct {
 	Digests      []*store.DigestAdd
 
 	// payload is the event's decoded payload, which the engine keeps as
-	// the entity's next previous; previous is the one the rules saw.
-	payload, previous any
-}
-
-// listChanges fills Changed with the paths that differ from the previous
-// payload. It is kept out of rule evaluation: it walks the whole payload,
-// which costs about a fifth of decoding it, and only the record needs it.
-func (eval *Evaluation) listChanges() {
-	if eval.previous != nil && eval.payload != nil {
-		eval.Changed, eval.ChangedMore = diffPaths(eval.previous, eval.payload)
-	}
+	// the entity's next previous when the rules read it.
+	payload any
+	// ignored is the entity's remembered event whose payload did not
+	// decode, and why: it was taken as nothing remembered.
+	ignored    string
+	ignoredErr error
 }
 
 // Evaluate matches ev against every rule in file order. thr may be nil (no
@@ -80,7 +75,6 @@ func (rs *RuleSet) Evaluate(ev *alorules.Event, now time.Time, thr Throttles) Ev
 // previous payload the matcher saw.
 func (rs *RuleSet) EvaluateAfter(ev, prev *alorules.Event, now time.Time, thr Throttles) Evaluation {
 	eval, _ := rs.evaluateWith(context.Background(), evalInput{ev: ev, now: now, thr: thr, recall: recallEvent(prev)})
-	eval.listChanges()
 	return eval
 }
 
@@ -89,12 +83,8 @@ func recallEvent(prev *alorules.Event) recallFunc {
 	if prev == nil {
 		return nil
 	}
-	return func(context.Context, string) (recalled, error) {
-		p, err := decodePayload(prev.Payload)
-		if err != nil {
-			return recalled{}, nil
-		}
-		return recalled{eventID: prev.ID, payload: p, raw: prev.Payload}, nil
+	return func(context.Context, string, bool) (recalled, error) {
+		return recalled{eventID: prev.ID, raw: prev.Payload}, nil
 	}
 }
 
@@ -105,15 +95,18 @@ func (rs *RuleSet) evaluate(ctx context.Context, ev *alorules.Event, now time.Ti
 
 // recalled is what is remembered about an event's entity.
 type recalled struct {
-	eventID string
-	payload any // decoded; nil if nothing is remembered
+	eventID string // "" if nothing is remembered
 	raw     json.RawMessage
+	// payload is raw decoded, if the recall had it at hand; nil means
+	// it is to be decoded when needed.
+	payload any
 	timers  []*store.Timer
 }
 
 // recallFunc looks up an entity by key: the engine's is the store (one
-// read per event), with a cache of decoded payloads.
-type recallFunc func(ctx context.Context, key string) (recalled, error)
+// read per event), with a cache of decoded payloads for rule sets that
+// read them (decoded).
+type recallFunc func(ctx context.Context, key string, decoded bool) (recalled, error)
 
 // evalInput is one evaluation's inputs.
 type evalInput struct {
@@ -168,14 +161,12 @@ func (rs *RuleSet) evaluateWith(ctx context.Context, in evalInput) (Evaluation, 
 		out.Entity = ps.entity
 	}
 	if ps.entity != "" && in.recall != nil {
-		rec, err := in.recall(ctx, ps.entity)
+		rec, err := in.recall(ctx, ps.entity, rs.readsState)
 		if err != nil {
 			return out, fmt.Errorf("entity %s: %w", ps.entity, err)
 		}
-		if rec.payload != nil {
-			ps.prevID, ps.prevRaw = rec.eventID, rec.raw
-			m.setPrevious(rec.payload)
-			out.PreviousEventID, out.previous = rec.eventID, rec.payload
+		if rec.eventID != "" {
+			ps.previous(rec, &out)
 		}
 		for _, t := range rec.timers {
 			if ps.pending == nil {
@@ -222,6 +213,30 @@ func (rs *RuleSet) evaluateWith(ctx context.Context, in evalInput) (Evaluation, 
 		}
 	}
 	return out, nil
+}
+
+// previous gives the rules the entity's previous payload, and lists for
+// the match record the paths that changed since. The paths come from the
+// two texts, so the previous payload is decoded only when a rule reads it.
+// One that does not decode is ignored, as if nothing were remembered.
+func (ps *pass) previous(rec recalled, out *Evaluation) {
+	if bytes.Equal(bytes.TrimSpace(rec.raw), []byte("null")) {
+		return // decodes to nil: nothing to compare with
+	}
+	changed, more, err := diffRaw(rec.raw, ps.in.ev.Payload)
+	prev := rec.payload
+	if err == nil && prev == nil && ps.rs.readsState {
+		prev, err = decodePayload(rec.raw)
+	}
+	if err != nil {
+		out.ignored, out.ignoredErr = rec.eventID, err
+		return
+	}
+	if prev != nil {
+		ps.m.setPrevious(prev)
+	}
+	ps.prevID, ps.prevRaw = rec.eventID, rec.raw
+	out.PreviousEventID, out.Changed, out.ChangedMore = rec.eventID, changed, more
 }
 
 // entityKey renders the entity key for an event of type typ: the type's

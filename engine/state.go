@@ -128,14 +128,20 @@ func equalJSON(a, b any) bool {
 func diffPaths(prev, cur any) (paths []string, more int) {
 	d := differ{stack: make([]string, 0, 16)}
 	d.walk(prev, cur)
-	if len(d.paths) == 0 {
+	return sortedPaths(d.paths)
+}
+
+// sortedPaths sorts the changed paths and keeps alorules.MaxChanged of
+// them, counting the rest.
+func sortedPaths(paths []string) ([]string, int) {
+	if len(paths) == 0 {
 		return nil, 0
 	}
-	slices.Sort(d.paths)
-	if len(d.paths) > alorules.MaxChanged {
-		return d.paths[:alorules.MaxChanged:alorules.MaxChanged], len(d.paths) - alorules.MaxChanged
+	slices.Sort(paths)
+	if len(paths) > alorules.MaxChanged {
+		return paths[:alorules.MaxChanged:alorules.MaxChanged], len(paths) - alorules.MaxChanged
 	}
-	return d.paths, 0
+	return paths, 0
 }
 
 type differ struct {

@@ -240,11 +240,14 @@ func (a *Admin) Replay(ctx context.Context, id string, dryRun bool) (engine.Test
 	}
 	// The replay sees the previous payload the matcher saw, if that event
 	// is still stored.
-	prev, err := a.previousEvent(ctx, id)
+	prev, note, err := a.previousEvent(ctx, id)
 	if err != nil {
 		return engine.TestResult{}, nil, err
 	}
 	res := engine.TestAfter(rs, ev, prev, a.now())
+	if res.Note == "" {
+		res.Note = note
+	}
 	if dryRun {
 		return res, nil, nil
 	}
@@ -264,20 +267,24 @@ func (a *Admin) Replay(ctx context.Context, id string, dryRun bool) (engine.Test
 }
 
 // previousEvent is the event the matcher saw as previous for event id, nil
-// if there was none or it is gone.
-func (a *Admin) previousEvent(ctx context.Context, id string) (*alorules.Event, error) {
+// if there was none (or the event is not matched yet) or it is gone; note
+// then says that it is gone.
+func (a *Admin) previousEvent(ctx context.Context, id string) (prev *alorules.Event, note string, err error) {
 	m, err := a.Store.Match(ctx, id)
 	if errors.Is(err, alorules.ErrNotFound) {
-		return nil, nil
+		return nil, "", nil
 	}
 	if err != nil || m.PreviousEventID == "" {
-		return nil, err
+		return nil, "", err
 	}
-	prev, err := a.Store.Event(ctx, m.PreviousEventID)
+	prev, err = a.Store.Event(ctx, m.PreviousEventID)
 	if errors.Is(err, alorules.ErrNotFound) {
-		return nil, nil
+		return nil, fmt.Sprintf("the previous event the service compared this one with (%s) has been pruned: evaluated without it, so previous is nil and changed() is true for every path that has a value", m.PreviousEventID), nil
 	}
-	return prev, err
+	if err != nil {
+		return nil, "", err
+	}
+	return prev, "", nil
 }
 
 func (a *Admin) replayEvent(c echo.Context) error {
@@ -494,7 +501,10 @@ type RulesTestResponse struct {
 }
 
 // TestRules parses candidate rules and evaluates events against them.
-// Nothing is stored and nothing is sent.
+// Nothing is stored and nothing is sent. A stored event is evaluated with
+// the previous payload the matcher saw for it, as a replay is, so that
+// previous and changed() give the outcome they gave in the service; an
+// event body sent inline has no previous payload (previous is nil).
 func (a *Admin) TestRules(ctx context.Context, req RulesTestRequest) (RulesTestResponse, error) {
 	var out RulesTestResponse
 	getenv := a.Getenv
@@ -512,13 +522,17 @@ func (a *Admin) TestRules(ctx context.Context, req RulesTestRequest) (RulesTestR
 		return out, echo.NewHTTPError(http.StatusBadRequest, err.Error())
 	}
 	out.Hash = rs.Hash()
-	var events []*alorules.Event
+	type testEvent struct {
+		ev, prev *alorules.Event
+		note     string
+	}
+	var events []testEvent
 	if len(req.Event) > 0 {
 		ev, err := engine.NewEvent(req.Event, a.now())
 		if err != nil {
 			return out, echo.NewHTTPError(http.StatusBadRequest, err.Error())
 		}
-		events = append(events, ev)
+		events = append(events, testEvent{ev: ev})
 	}
 	if len(req.EventIDs) > 500 {
 		return out, echo.NewHTTPError(http.StatusBadRequest, "event_ids: at most 500")
@@ -528,14 +542,22 @@ func (a *Admin) TestRules(ctx context.Context, req RulesTestRequest) (RulesTestR
 		if err != nil {
 			return out, fmt.Errorf("event %s: %w", id, err)
 		}
-		events = append(events, ev)
+		prev, note, err := a.previousEvent(ctx, id)
+		if err != nil {
+			return out, fmt.Errorf("event %s: %w", id, err)
+		}
+		events = append(events, testEvent{ev: ev, prev: prev, note: note})
 	}
 	if len(events) == 0 {
 		return out, echo.NewHTTPError(http.StatusBadRequest, "give an event body or event_ids")
 	}
 	out.Results = make([]engine.TestResult, 0, len(events))
-	for _, ev := range events {
-		out.Results = append(out.Results, engine.Test(rs, ev, a.now()))
+	for _, t := range events {
+		res := engine.TestAfter(rs, t.ev, t.prev, a.now())
+		if res.Note == "" {
+			res.Note = t.note
+		}
+		out.Results = append(out.Results, res)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"alorules"
+	"alorules/engine"
 )
 
 func TestCandidateName(t *testing.T) {
@@ -468,5 +470,59 @@ rules:
 	}
 	if first, second := hitsOf(); first != 1 || second != 2 {
 		t.Errorf("got %d and %d requests after the refusals, want still 1 and 2", first, second)
+	}
+}
+
+// TestRulesTestSeesPrevious: POST /api/v1/rules/test on a stored event
+// evaluates it with the previous payload the matcher compared it with, as
+// a replay does, so that a changed() rule has the outcome it has in the
+// service; once that event is pruned, the result says so.
+func TestRulesTestSeesPrevious(t *testing.T) {
+	e := newUIEnv(t, uiOptions{noSync: true})
+	ctx := context.Background()
+	first := e.save(`{"type":"action_updated","action":{"id":"act-9","status":"Open"}}`, e.now)
+	second := e.save(`{"type":"action_updated","action":{"id":"act-9","status":"Doing"}}`, e.now)
+	if n, err := e.eng.MatchPending(ctx); err != nil || n != 2 {
+		t.Fatalf("matched %d events: %v, want 2", n, err)
+	}
+	rules := "version: 1\nrules:\n  - name: status-moved\n    if: previous != nil && changed(\"action.status\")\n"
+	test := func() engine.TestResult {
+		t.Helper()
+		body, _ := json.Marshal(RulesTestRequest{Rules: rules, EventIDs: []string{second.ID}})
+		resp, err := http.Post(e.srv.URL+"/api/v1/rules/test", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var res RulesTestResponse
+		if err := json.Unmarshal(raw, &res); err != nil || resp.StatusCode != http.StatusOK || len(res.Results) != 1 || len(res.Results[0].Results) != 1 {
+			t.Fatalf("got %d %s, want 200 with one result for one rule", resp.StatusCode, raw)
+		}
+		return res.Results[0]
+	}
+
+	res := test()
+	if got := res.Results[0].Outcome; got != alorules.OutcomeMatched {
+		t.Errorf("got outcome %s, want matched: the service saw the status change", got)
+	}
+	if res.PreviousEventID != first.ID || !slices.Equal(res.Changed, []string{"action.status"}) || res.Note != "" {
+		t.Errorf("got previous %q, changed %q, note %q, want %q, [action.status], no note", res.PreviousEventID, res.Changed, res.Note, first.ID)
+	}
+
+	// Keeping one event prunes the older one (ids grow with every event).
+	if n, err := e.st.Prune(ctx, time.Time{}, 1); err != nil || n != 1 {
+		t.Fatalf("pruned %d events: %v, want the first", n, err)
+	}
+	res = test()
+	if got := res.Results[0].Outcome; got != alorules.OutcomeNotMatched {
+		t.Errorf("previous event pruned: got outcome %s, want not_matched", got)
+	}
+	if res.PreviousEventID != "" || !strings.Contains(res.Note, first.ID) || !strings.Contains(res.Note, "pruned") {
+		t.Errorf("previous event pruned: got previous %q, note %q, want none and a note naming %s", res.PreviousEventID, res.Note, first.ID)
+	}
+	// A replay says the same, on its page too.
+	if _, page := e.get(nil, "/events/"+second.ID+"/replay"); !strings.Contains(page, first.ID+") has been pruned") {
+		t.Errorf("replay page does not say that the previous event %s has been pruned", first.ID)
 	}
 }
