@@ -31,6 +31,32 @@ func openStore(t *testing.T, path string) *store.Store {
 	return st
 }
 
+// newEngine starts an engine on a new store (closed with the test) and a
+// rules file holding src, and returns all three.
+func newEngine(t *testing.T, src string) (*store.Store, *Engine, string) {
+	t.Helper()
+	dir := t.TempDir()
+	st := openStore(t, filepath.Join(dir, "alorules.db"))
+	t.Cleanup(func() { st.Close() })
+	rules := filepath.Join(dir, "rules.yaml")
+	writeFile(t, rules, src)
+	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, e, rules
+}
+
+// testdataRules reads testdata/rules/NAME.yaml.
+func testdataRules(t *testing.T, name string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("testdata", "rules", name+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(src)
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
@@ -207,16 +233,7 @@ rules:
 }
 
 func TestEngineRenderStep(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, filepath.Join(dir, "alorules.db"))
-	defer st.Close()
-	rules := filepath.Join(dir, "rules.yaml")
-	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "outcomes.yaml"))
-	writeFile(t, rules, string(src))
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, e, rules := newEngine(t, testdataRules(t, "outcomes"))
 	run(t, e)
 	id := ingest(t, st, event(t, "action_created"))
 	e.Notify()
@@ -280,16 +297,7 @@ func TestEngineRenderStep(t *testing.T) {
 // carries the error on the stored execution, naming rule and step, and
 // the runner's render fails with the same words.
 func TestEngineRecordsRenderErrors(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, filepath.Join(dir, "alorules.db"))
-	defer st.Close()
-	rules := filepath.Join(dir, "rules.yaml")
-	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "hostile.yaml"))
-	writeFile(t, rules, string(src))
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, e, _ := newEngine(t, testdataRules(t, "hostile"))
 	run(t, e)
 	id := ingest(t, st, event(t, "hostile"))
 	e.Notify()
@@ -326,18 +334,9 @@ func TestEngineRecordsRenderErrors(t *testing.T) {
 // the runner retries it, and nothing else: a missing record or a template
 // that fails on the event stays a failure for good.
 func TestEngineRenderStepFailures(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, filepath.Join(dir, "alorules.db"))
-	defer st.Close()
-	rules := filepath.Join(dir, "rules.yaml")
-	src, _ := os.ReadFile(filepath.Join("testdata", "rules", "hostile.yaml"))
-	writeFile(t, rules, string(src))
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, e, rules := newEngine(t, testdataRules(t, "hostile"))
 	// A second engine runs other rules: it must read e's from the store.
-	other := filepath.Join(dir, "other.yaml")
+	other := filepath.Join(filepath.Dir(rules), "other.yaml")
 	writeFile(t, other, "version: 1\nrules:\n  - name: other\n")
 	e2, err := New(Config{Store: st, RulesPath: other, Getenv: getenv})
 	if err != nil {
@@ -389,19 +388,11 @@ func TestEngineRenderStepFailures(t *testing.T) {
 // TestEngineRenderStepHidesSecrets: a templated step timeout is checked
 // only when rendered; its error must not show a ${NAME} value either.
 func TestEngineRenderStepHidesSecrets(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, filepath.Join(dir, "alorules.db"))
-	defer st.Close()
-	rules := filepath.Join(dir, "rules.yaml")
-	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    do:\n      - http: { url: \"https://example.com/x\", timeout: \"{{ event.type }}${ALO_API_KEY}\" }\n")
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, e, _ := newEngine(t, "version: 1\nrules:\n  - name: a\n    do:\n      - http: { url: \"https://example.com/x\", timeout: \"{{ event.type }}${ALO_API_KEY}\" }\n")
 	id := ingest(t, st, event(t, "action_created"))
 	ex := &alorules.Execution{ID: "ex-1", EventID: id, Rule: "a", RuleSetHash: e.Current().Hash(),
 		Steps: []alorules.StepResult{{Index: 0, Kind: "http"}}}
-	_, err = e.RenderStep(context.Background(), ex, 0)
+	_, err := e.RenderStep(context.Background(), ex, 0)
 	if err == nil || !strings.Contains(err.Error(), `bad duration "action_created<secret>"`) || strings.Contains(err.Error(), testEnv["ALO_API_KEY"]) {
 		t.Errorf("got %v, want a bad duration with the secret redacted", err)
 	}
@@ -521,18 +512,10 @@ func TestEngineHotReload(t *testing.T) {
 }
 
 func TestEngineReloadReturnsLoadError(t *testing.T) {
-	dir := t.TempDir()
-	st := openStore(t, filepath.Join(dir, "alorules.db"))
-	defer st.Close()
-	rules := filepath.Join(dir, "rules.yaml")
-	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n")
-	e, err := New(Config{Store: st, RulesPath: rules, Getenv: getenv})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, e, rules := newEngine(t, "version: 1\nrules:\n  - name: a\n")
 	old := e.Status().Hash
 	writeFile(t, rules, "version: 1\nrules:\n  - name: a\n    on: [action_creatd]\n  - name: a\n")
-	err = e.Reload()
+	err := e.Reload()
 	var le *LoadError
 	if !errors.As(err, &le) || len(le.Issues) != 2 {
 		t.Fatalf("got %v, want a *LoadError with both issues", err)

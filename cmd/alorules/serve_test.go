@@ -94,16 +94,7 @@ func TestReadyz(t *testing.T) {
 		}
 	}()
 	_, admin := app.web.Addrs()
-	get := func() (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func() (int, string) { return readyz(t, admin) }
 	if code, body := get(); code != http.StatusOK || body != "ready\n" {
 		t.Errorf("got %d %q, want 200 ready", code, body)
 	}
