@@ -26,9 +26,12 @@ const (
 	storeBackoff = time.Second
 	// maxWaiting bounds the steps that wait in memory for a slot of
 	// their busy target, all targets together: each holds its execution.
-	// Beyond it, a refused step goes back to the store's queue for a
-	// step timeout or so instead.
+	// Beyond it, a refused step goes back to the store's queue for about
+	// as long as the line ahead of it takes (at most a step timeout).
 	maxWaiting = 1024
+	// minLineWait is the least a step waits in the store's queue when it
+	// found its target busy and the line full.
+	minLineWait = 100 * time.Millisecond
 )
 
 // DeferTargetBusy is the reason given to RunnerConfig.OnDefer for a step
@@ -742,9 +745,16 @@ func (r *Runner) attempt(ctx context.Context, log *slog.Logger, ex *alorules.Exe
 	// Read from the slots, not from err: slack-go and the ALO client wrap
 	// transport errors in their own ways.
 	if target := slots.deferred(); target != "" {
-		// Only if the line is full: a slot frees within a step timeout
-		// at the latest, so coming back sooner would be refused again.
-		delay := req.Timeout + rand.N(req.Timeout/2+1)
+		// Only if the line is full. Come back about when the line ahead
+		// has gone, at the pace the target gives slots back: a fast
+		// target drains a full line in moments, a dead one takes a step
+		// timeout per slot, so that is the most worth waiting.
+		delay := r.targets.lineTime(target)
+		if delay <= 0 || delay > req.Timeout {
+			delay = req.Timeout
+		}
+		delay = max(delay, minLineWait)
+		delay += rand.N(delay/2 + 1)
 		return stepDeferred, delay, target
 	}
 	st.Code = res.Code

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"alorules"
 )
@@ -43,11 +44,23 @@ type targetGate struct {
 	// handed a slot and needs a worker.
 	wake func()
 
+	// now is the clock for drain rates; time.Now unless a test sets it.
+	now func() time.Time
+
 	mu       sync.Mutex
 	inflight map[string]int       // slots taken, handed ones included
 	waiting  map[string][]*waiter // per target, oldest due first
 	ready    []*waiter            // handed a slot, in the order they got it
 	nwait    int                  // in waiting and ready
+	pace     map[string]*pace     // how fast each busy target gives slots back
+}
+
+// pace follows how often a busy target gives a slot back: a moving average
+// of the time between two releases, so that a step that finds the line
+// full can come back about when the line ahead of it has gone.
+type pace struct {
+	last time.Time
+	gap  time.Duration
 }
 
 // waiter is an execution whose step was refused because its target was at
@@ -70,8 +83,8 @@ func dueBefore(a, b *waiter) bool {
 }
 
 func newTargetGate(limit, maxWaiting int) *targetGate {
-	return &targetGate{limit: max(limit, 1), maxWaiting: maxWaiting,
-		inflight: map[string]int{}, waiting: map[string][]*waiter{}}
+	return &targetGate{limit: max(limit, 1), maxWaiting: maxWaiting, now: time.Now,
+		inflight: map[string]int{}, waiting: map[string][]*waiter{}, pace: map[string]*pace{}}
 }
 
 // tryAcquire takes a slot for key if one is free and no step is in line
@@ -101,6 +114,9 @@ func (g *targetGate) acquire(key string) {
 func (g *targetGate) release(key string) {
 	g.mu.Lock()
 	handed := false
+	if g.inflight[key] > 0 {
+		g.paced(key)
+	}
 	switch n := g.inflight[key]; {
 	case n == 0:
 	case n <= g.limit && len(g.waiting[key]) > 0:
@@ -116,12 +132,44 @@ func (g *targetGate) release(key string) {
 	case n > 1:
 		g.inflight[key] = n - 1
 	default:
-		delete(g.inflight, key) // keep the map as small as the set of busy targets
+		// Keep the maps as small as the set of busy targets.
+		delete(g.inflight, key)
+		delete(g.pace, key)
 	}
 	g.mu.Unlock()
 	if handed && g.wake != nil {
 		g.wake()
 	}
+}
+
+// paced notes that key gave a slot back now. Called with g.mu held.
+func (g *targetGate) paced(key string) {
+	now := g.now()
+	p := g.pace[key]
+	if p == nil {
+		g.pace[key] = &pace{last: now}
+		return
+	}
+	gap := now.Sub(p.last)
+	if p.gap == 0 {
+		p.gap = gap
+	} else {
+		p.gap += (gap - p.gap) / 8
+	}
+	p.last = now
+}
+
+// lineTime estimates how long the steps in line for key take to be
+// handed their slots, at the pace key has been giving them back; 0 if
+// nothing is known yet.
+func (g *targetGate) lineTime(key string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.pace[key]
+	if p == nil {
+		return 0
+	}
+	return time.Duration(len(g.waiting[key])+1) * p.gap
 }
 
 // wait puts w in line for a slot of its target, in due order, and reports

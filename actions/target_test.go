@@ -3,6 +3,7 @@ package actions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -416,5 +417,47 @@ func TestTargetCapEveryKind(t *testing.T) {
 				t.Errorf("error %q shows the webhook URL", err)
 			}
 		})
+	}
+}
+
+// TestTargetGateLineTime: the time a full line takes follows the pace at
+// which the target gives slots back: nothing known before two releases,
+// then the moving gap times the steps ahead (plus the one asking); the
+// pace is forgotten once the target is idle.
+func TestTargetGateLineTime(t *testing.T) {
+	g := newTargetGate(1, 10)
+	clock := time.Unix(1_000_000, 0)
+	g.now = func() time.Time { return clock }
+	hold := func() *stepSlots {
+		s := g.newSlots()
+		if !s.take("x:80") {
+			t.Fatal("the target refused a slot while idle")
+		}
+		return s
+	}
+	if got := g.lineTime("x:80"); got != 0 {
+		t.Errorf("unknown target: got %v, want 0", got)
+	}
+	s := hold()
+	for i := range 3 {
+		g.wait(&waiter{key: "x:80", ex: &alorules.Execution{ID: fmt.Sprint("w", i)}})
+	}
+	s.done() // the first release: a start, no gap yet
+	if got := g.lineTime("x:80"); got != 0 {
+		t.Errorf("after one release: got %v, want 0", got)
+	}
+	clock = clock.Add(40 * time.Millisecond)
+	g.release("x:80") // handed to w1: 40 ms gap
+	if got, want := g.lineTime("x:80"), 2*40*time.Millisecond; got != want {
+		t.Errorf("one waiting, 40 ms apart: got %v, want %v", got, want)
+	}
+	clock = clock.Add(120 * time.Millisecond)
+	g.release("x:80") // handed to w2: the gap moves an eighth of the way to 120 ms
+	if got, want := g.lineTime("x:80"), 1*50*time.Millisecond; got != want {
+		t.Errorf("none waiting, gap 40 then 120 ms: got %v, want %v", got, want)
+	}
+	g.release("x:80") // the last slot: the target is idle
+	if got := g.lineTime("x:80"); got != 0 {
+		t.Errorf("idle target: got %v, want 0 (pace forgotten)", got)
 	}
 }
