@@ -64,19 +64,9 @@ func TestRulesTestNamesTheFile(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			body, _ := json.Marshal(RulesTestRequest{Rules: broken, File: tc.file, Event: []byte(`{"type":"action_created"}`)})
-			resp, err := http.Post(e.srv.URL+"/api/v1/rules/test", "application/json", bytes.NewReader(body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			var res RulesTestResponse
-			if err := json.Unmarshal(raw, &res); err != nil {
-				t.Fatalf("got %d %s, want a JSON answer", resp.StatusCode, raw)
-			}
-			if resp.StatusCode != http.StatusBadRequest || len(res.Issues) == 0 {
-				t.Fatalf("got %d %s, want 400 with issues", resp.StatusCode, raw)
+			code, raw, res := postRulesTest(t, e, RulesTestRequest{Rules: broken, File: tc.file, Event: []byte(`{"type":"action_created"}`)})
+			if code != http.StatusBadRequest || len(res.Issues) == 0 {
+				t.Fatalf("got %d %s, want 400 with issues", code, raw)
 			}
 			for _, is := range res.Issues {
 				if got := is.String(); !strings.HasPrefix(got, tc.want) {
@@ -488,16 +478,9 @@ func TestRulesTestSeesPrevious(t *testing.T) {
 	rules := "version: 1\nrules:\n  - name: status-moved\n    if: previous != nil && changed(\"action.status\")\n"
 	test := func() engine.TestResult {
 		t.Helper()
-		body, _ := json.Marshal(RulesTestRequest{Rules: rules, EventIDs: []string{second.ID}})
-		resp, err := http.Post(e.srv.URL+"/api/v1/rules/test", "application/json", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var res RulesTestResponse
-		if err := json.Unmarshal(raw, &res); err != nil || resp.StatusCode != http.StatusOK || len(res.Results) != 1 || len(res.Results[0].Results) != 1 {
-			t.Fatalf("got %d %s, want 200 with one result for one rule", resp.StatusCode, raw)
+		code, raw, res := postRulesTest(t, e, RulesTestRequest{Rules: rules, EventIDs: []string{second.ID}})
+		if code != http.StatusOK || len(res.Results) != 1 || len(res.Results[0].Results) != 1 {
+			t.Fatalf("got %d %s, want 200 with one result for one rule", code, raw)
 		}
 		return res.Results[0]
 	}
@@ -525,4 +508,22 @@ func TestRulesTestSeesPrevious(t *testing.T) {
 	if _, page := e.get(nil, "/events/"+second.ID+"/replay"); !strings.Contains(page, first.ID+") has been pruned") {
 		t.Errorf("replay page does not say that the previous event %s has been pruned", first.ID)
 	}
+}
+
+// postRulesTest sends req to POST /api/v1/rules/test and returns the
+// status, the raw answer and the answer decoded (it must be JSON).
+func postRulesTest(t *testing.T, e *uiEnv, req RulesTestRequest) (int, []byte, RulesTestResponse) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	resp, err := http.Post(e.srv.URL+"/api/v1/rules/test", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var res RulesTestResponse
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("got %d %s, want a JSON answer", resp.StatusCode, raw)
+	}
+	return resp.StatusCode, raw, res
 }
