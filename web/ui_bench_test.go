@@ -58,6 +58,8 @@ func BenchmarkUIPages(b *testing.B) {
 		{"events", "/events"},
 		{"events unmatched", "/events?unmatched=true"},
 		{"events by type", "/events?type=action_updated"},
+		{"events a rule matched", "/events?rule=page-urgent&outcome=matched"},
+		{"events a rule failed on", "/events?rule=title-check&outcome=failure"},
 		{"dashboard", "/"},
 		{"fields 200", "/events/fields?type=action_created"},
 	}
