@@ -348,7 +348,7 @@ func TestRunnerWaitingBounded(t *testing.T) {
 	s, _ := newStore(t)
 	tg := newTarget(t, nil)
 	rnd := &testRenderer{rules: map[string][]func(*alorules.Execution) (Request, error){
-		"r": {fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "t", Timeout: "500ms"}, Conn: httpConn(tg.URL)})},
+		"r": {fixed(Request{Kind: KindHTTP, Spec: &HTTP{Connection: "t", Timeout: "2s"}, Conn: httpConn(tg.URL)})},
 	}}
 	var exs []*alorules.Execution
 	for i := range 6 {
@@ -366,7 +366,9 @@ func TestRunnerWaitingBounded(t *testing.T) {
 	go func() { done <- r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	// Every execution is refused once: 2 wait, 4 go back to the queue.
+	// Every execution is refused once: 2 wait, 4 go back to the queue,
+	// for a step timeout (nothing is known of the target's pace): long
+	// enough for the counts below to be read before they come back.
 	deadline := time.Now().Add(15 * time.Second)
 	for deferrals.Load() < 6 {
 		if n := r.targets.waitingCount(); n > 2 {
@@ -377,20 +379,29 @@ func TestRunnerWaitingBounded(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	back := 0
-	for _, ex := range exs {
-		got := waitExecution(t, s, ex.ID, func(ex *alorules.Execution) bool {
-			return ex.Status != alorules.StatusQueued || ex.UpdatedAt.After(ex.CreatedAt)
-		})
-		if got.Status == alorules.StatusQueued {
-			back++
-			if s := got.Steps[0]; s.Status != alorules.StatusQueued || s.Attempts != 0 || !got.NextAttemptAt.After(time.Now()) {
-				t.Errorf("%s back in the queue: got step %s after %d attempts, due %s; want queued after 0, due later", got.EventID, s.Status, s.Attempts, got.NextAttemptAt)
+	// OnDefer is told before the store has the execution back in the
+	// queue: poll until the four writes are in, well before they are due.
+	backInQueue := func() (back int) {
+		for _, ex := range exs {
+			got, err := s.Execution(context.Background(), ex.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := got.Steps[0]
+			if got.Status == alorules.StatusQueued && st.Status == alorules.StatusQueued && st.Attempts == 0 && got.NextAttemptAt.After(time.Now()) {
+				back++
 			}
 		}
+		return back
+	}
+	settle := time.Now().Add(time.Second)
+	back := backInQueue()
+	for back != 4 && time.Now().Before(settle) {
+		time.Sleep(5 * time.Millisecond)
+		back = backInQueue()
 	}
 	if back != 4 || r.targets.waitingCount() != 2 {
-		t.Errorf("got %d back in the queue and %d waiting, want 4 and 2", back, r.targets.waitingCount())
+		t.Errorf("got %d back in the queue (queued, not attempted, due later) and %d waiting, want 4 and 2", back, r.targets.waitingCount())
 	}
 
 	holder.done()
