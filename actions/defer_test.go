@@ -277,6 +277,15 @@ func TestRunnerWaitingRequeuedOnShutdown(t *testing.T) {
 	retrying.Steps[0].Status, retrying.Steps[0].Attempts, retrying.Steps[0].Code = alorules.StatusRetrying, 1, 503
 	retrying.Steps[0].Error = "http: unexpected status 503 Service Unavailable"
 	queued := newExecution("r", "ev2", []string{KindHTTP}, nil, alorules.RetryPolicy{Attempts: 3}, time.Time{})
+	counted := &countingStore{Store: s}
+	r, stop := startRunner(t, RunnerConfig{Store: counted, Renderer: rnd, Grace: 100 * time.Millisecond})
+	// Another attempt holds every slot of the target, before the
+	// executions are there to be claimed.
+	holder := r.targets.newSlots()
+	for range r.cfg.MaxPerTarget {
+		holder.take(keyOf(t, tg.URL))
+	}
+	defer holder.done()
 	addExecutions(t, s, retrying, queued)
 	want := map[string]*alorules.Execution{}
 	for _, ex := range []*alorules.Execution{retrying, queued} {
@@ -286,15 +295,6 @@ func TestRunnerWaitingRequeuedOnShutdown(t *testing.T) {
 		}
 		want[ex.ID] = got
 	}
-
-	counted := &countingStore{Store: s}
-	r, stop := startRunner(t, RunnerConfig{Store: counted, Renderer: rnd, Grace: 100 * time.Millisecond})
-	// Another attempt holds every slot of the target.
-	holder := r.targets.newSlots()
-	for range r.cfg.MaxPerTarget {
-		holder.take(keyOf(t, tg.URL))
-	}
-	defer holder.done()
 	r.Notify()
 	deadline := time.Now().Add(15 * time.Second)
 	for r.targets.waitingCount() < 2 {

@@ -195,6 +195,12 @@ func TestRunnerRunsStepsInOrder(t *testing.T) {
 	if got.Error != "" || !got.NextAttemptAt.IsZero() {
 		t.Errorf("got error %q next %s, want none", got.Error, got.NextAttemptAt)
 	}
+	// OnStep is called after the step's result is stored: the last call
+	// may come a moment after the execution reads as succeeded.
+	deadline := time.Now().Add(5 * time.Second)
+	for steps.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if n := steps.Load(); n != 2 {
 		t.Errorf("OnStep called %d times, want 2", n)
 	}
