@@ -31,6 +31,15 @@ func openStore(t *testing.T, path string) *store.Store {
 	return st
 }
 
+// ingestMatched stores the sample event name, wakes the engine and waits
+// for its match record; it returns the event's id and the record.
+func ingestMatched(t *testing.T, st *store.Store, e *Engine, name string) (string, *alorules.Match) {
+	t.Helper()
+	id := ingest(t, st, event(t, name))
+	e.Notify()
+	return id, waitMatch(t, st, id)
+}
+
 // newEngine starts an engine on a new store (closed with the test) and a
 // rules file holding src, and returns all three.
 func newEngine(t *testing.T, src string) (*store.Store, *Engine, string) {
@@ -152,9 +161,7 @@ func TestEngineQueuesExecutions(t *testing.T) {
 		t.Errorf("early event: got %s, want matched", got)
 	}
 
-	id := ingest(t, st, event(t, "action_created"))
-	e.Notify()
-	m = waitMatch(t, st, id)
+	id, m := ingestMatched(t, st, e, "action_created")
 	if m.RuleSetHash != hashOf(string(src)) {
 		t.Errorf("got rule set hash %s, want the file's", m.RuleSetHash)
 	}
@@ -205,9 +212,8 @@ rules:
 		return st, e, run(t, e)
 	}
 	match := func(st *store.Store, e *Engine) alorules.RuleResult {
-		id := ingest(t, st, event(t, "action_created"))
-		e.Notify()
-		return waitMatch(t, st, id).Results[0]
+		_, m := ingestMatched(t, st, e, "action_created")
+		return m.Results[0]
 	}
 
 	st, e, stop := start()
@@ -235,9 +241,7 @@ rules:
 func TestEngineRenderStep(t *testing.T) {
 	st, e, rules := newEngine(t, testdataRules(t, "outcomes"))
 	run(t, e)
-	id := ingest(t, st, event(t, "action_created"))
-	e.Notify()
-	waitMatch(t, st, id)
+	id, _ := ingestMatched(t, st, e, "action_created")
 	execs, _ := st.EventExecutions(context.Background(), id)
 	if len(execs) != 1 {
 		t.Fatalf("got %d executions, want 1", len(execs))
@@ -299,9 +303,7 @@ func TestEngineRenderStep(t *testing.T) {
 func TestEngineRecordsRenderErrors(t *testing.T) {
 	st, e, _ := newEngine(t, testdataRules(t, "hostile"))
 	run(t, e)
-	id := ingest(t, st, event(t, "hostile"))
-	e.Notify()
-	waitMatch(t, st, id)
+	id, _ := ingestMatched(t, st, e, "hostile")
 	execs, err := st.EventExecutions(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
@@ -580,9 +582,8 @@ rules:
 			}
 			clk.set(clk.now().Add(time.Minute))
 		}
-		id := ingest(t, st, event(t, "action_message_added"))
-		e.Notify()
-		got = append(got, waitMatch(t, st, id).Results[0].Outcome)
+		_, m := ingestMatched(t, st, e, "action_message_added")
+		got = append(got, m.Results[0].Outcome)
 	}
 	want := []alorules.Outcome{"matched", "matched", "loop_suspected", "matched"}
 	if !equalOutcomes(got, want) {
